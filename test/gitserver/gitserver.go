@@ -1,0 +1,261 @@
+// Package gitserver serves git repositories to tests over smart HTTP through
+// the real `git http-backend` (as CGI) on loopback, optionally behind basic
+// auth. Repositories are made and changed with the git CLI, so what the
+// server holds is exactly what a user's push would leave.
+package gitserver
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Server is a smart-HTTP git server for one test.
+type Server struct {
+	root     string // bare repositories, <name>.git
+	work     string // working clones used to make commits
+	http     *httptest.Server
+	user     string
+	password string
+
+	uploadPacks atomic.Int64 // POST git-upload-pack: fetches that send a pack
+	refAdverts  atomic.Int64 // GET info/refs?service=git-upload-pack
+
+	mu       sync.Mutex
+	requests []string
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithBasicAuth makes the server require these credentials.
+func WithBasicAuth(user, password string) Option {
+	return func(s *Server) { s.user, s.password = user, password }
+}
+
+// New starts a server that stops when the test ends.
+func New(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatalf("gitserver needs the git CLI: %v", err)
+	}
+	dir := t.TempDir()
+	s := &Server{root: filepath.Join(dir, "repos"), work: filepath.Join(dir, "work")}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, d := range []string{s.root, s.work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backend := &cgi.Handler{
+		Path: gitPath,
+		Args: []string{"http-backend"},
+		Env: []string{
+			"GIT_PROJECT_ROOT=" + s.root,
+			"GIT_HTTP_EXPORT_ALL=1",
+			"GIT_CONFIG_NOSYSTEM=1",
+			"HOME=" + dir,
+		},
+	}
+	s.http = httptest.NewServer(s.wrap(backend))
+	t.Cleanup(s.http.Close)
+	return s
+}
+
+// wrap counts requests and enforces basic auth in front of http-backend.
+func (s *Server) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+		s.mu.Unlock()
+		if s.user != "" {
+			u, p, ok := r.BasicAuth()
+			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(s.user)) != 1 ||
+				subtle.ConstantTimeCompare([]byte(p), []byte(s.password)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+		}
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
+			s.uploadPacks.Add(1)
+		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") &&
+			r.URL.Query().Get("service") == "git-upload-pack":
+			s.refAdverts.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// UploadPacks is the number of fetch requests that asked for a pack.
+func (s *Server) UploadPacks() int64 { return s.uploadPacks.Load() }
+
+// RefAdvertisements is the number of ref listings (ls-remote, or the first
+// step of a fetch).
+func (s *Server) RefAdvertisements() int64 { return s.refAdverts.Load() }
+
+// Requests returns every request line served so far.
+func (s *Server) Requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.requests...)
+}
+
+// BaseURL is the server's root URL, without credentials.
+func (s *Server) BaseURL() string { return s.http.URL }
+
+// Repo is one repository on the server, with a working clone that tests
+// commit through.
+type Repo struct {
+	t      testing.TB
+	server *Server
+	name   string
+	bare   string
+	work   string
+}
+
+// CreateRepo makes an empty repository whose default branch is main.
+func (s *Server) CreateRepo(t testing.TB, name string) *Repo {
+	t.Helper()
+	r := &Repo{t: t, server: s, name: name,
+		bare: filepath.Join(s.root, name+".git"), work: filepath.Join(s.work, name)}
+	run(t, s.root, "git", "init", "--quiet", "--bare", "--initial-branch=main", r.bare)
+	run(t, r.bare, "git", "config", "http.receivepack", "true")
+	run(t, s.work, "git", "init", "--quiet", "--initial-branch=main", r.work)
+	r.Git("config", "user.email", "test@alumiini.invalid")
+	r.Git("config", "user.name", "ALUMIINI test")
+	r.Git("config", "commit.gpgsign", "false")
+	r.Git("remote", "add", "origin", r.bare)
+	return r
+}
+
+// URL is the repository's clone URL over HTTP, without credentials.
+func (r *Repo) URL() string { return r.server.http.URL + "/" + r.name + ".git" }
+
+// BareDir is the bare repository on disk (usable as a file:// URL).
+func (r *Repo) BareDir() string { return r.bare }
+
+// WorkDir is the working clone tests commit through.
+func (r *Repo) WorkDir() string { return r.work }
+
+// Git runs a git command in the working clone and returns its trimmed
+// output, failing the test on error.
+func (r *Repo) Git(args ...string) string {
+	r.t.Helper()
+	return run(r.t, r.work, "git", args...)
+}
+
+// Commit writes files (a nil value deletes the file) on the current branch,
+// commits them, pushes the branch and returns the new commit SHA.
+func (r *Repo) Commit(message string, files map[string][]byte) string {
+	r.t.Helper()
+	r.writeFiles(files)
+	r.Git("add", "--all")
+	r.Git("commit", "--quiet", "--allow-empty", "-m", message)
+	branch := r.Git("rev-parse", "--abbrev-ref", "HEAD")
+	r.Git("push", "--quiet", "--force", "origin", branch)
+	return r.Git("rev-parse", "HEAD")
+}
+
+// CommitStrings is Commit for text files; an empty string deletes.
+func (r *Repo) CommitStrings(message string, files map[string]string) string {
+	r.t.Helper()
+	m := make(map[string][]byte, len(files))
+	for k, v := range files {
+		if v == "" {
+			m[k] = nil
+		} else {
+			m[k] = []byte(v)
+		}
+	}
+	return r.Commit(message, m)
+}
+
+// Symlink adds a symbolic link (not yet committed: follow with Commit).
+func (r *Repo) Symlink(target, path string) {
+	r.t.Helper()
+	full := filepath.Join(r.work, path)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.Symlink(target, full); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// Checkout switches the working clone to branch, creating it from the
+// current commit when it does not exist.
+func (r *Repo) Checkout(branch string) {
+	r.t.Helper()
+	r.Git("checkout", "--quiet", "-B", branch)
+}
+
+// Tag tags HEAD and pushes the tag.
+func (r *Repo) Tag(name string) {
+	r.t.Helper()
+	r.Git("tag", "--force", name)
+	r.Git("push", "--quiet", "--force", "origin", "refs/tags/"+name)
+}
+
+// ForcePushReset rewrites history: the current branch is reset to rev and
+// force-pushed.
+func (r *Repo) ForcePushReset(rev string) {
+	r.t.Helper()
+	r.Git("reset", "--quiet", "--hard", rev)
+	branch := r.Git("rev-parse", "--abbrev-ref", "HEAD")
+	r.Git("push", "--quiet", "--force", "origin", branch)
+}
+
+// DeleteBranch removes a branch from the server.
+func (r *Repo) DeleteBranch(branch string) {
+	r.t.Helper()
+	r.Git("push", "--quiet", "origin", "--delete", branch)
+}
+
+func (r *Repo) writeFiles(files map[string][]byte) {
+	names := make([]string, 0, len(files))
+	for k := range files {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		full := filepath.Join(r.work, filepath.FromSlash(name))
+		if files[name] == nil {
+			if err := os.RemoveAll(full); err != nil {
+				r.t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(full, files[name], 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+func run(t testing.TB, dir, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), dir, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}

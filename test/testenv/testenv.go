@@ -1,0 +1,160 @@
+// Package testenv starts a real control plane (kube-apiserver + etcd, built
+// from source by test/controlplane/build.sh and cached per user) through
+// controller-runtime's envtest, with the GitRepository CRD installed.
+//
+// A package that needs the API server starts one environment in TestMain and
+// shares it between its tests; each test works in its own namespace.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Env is a running control plane and clients for it.
+type Env struct {
+	Config  *rest.Config
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+
+	env *envtest.Environment
+	seq atomic.Int64
+}
+
+// RepoRoot returns the root of the ALUMIINI source tree.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// AssetsDir returns the directory holding kube-apiserver and etcd: the
+// KUBEBUILDER_ASSETS variable when set (make test sets it), else whatever
+// build.sh prints, building the binaries on a cold cache.
+func AssetsDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.Command(filepath.Join(RepoRoot(), "test", "controlplane", "build.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("build control plane with test/controlplane/build.sh: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Start starts a control plane with the CRDs of deploy/crd installed.
+func Start() (*Env, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    assets,
+		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "deploy", "crd")},
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start control plane from %s: %w", assets, err)
+	}
+	cfg.QPS, cfg.Burst = 500, 1000
+	e := &Env{Config: cfg, env: env}
+	if e.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if e.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	return e, nil
+}
+
+// Stop stops the control plane.
+func (e *Env) Stop() error { return e.env.Stop() }
+
+// Main is TestMain for a package whose tests share one control plane: it
+// starts it, stores it in *env, runs the tests and stops it.
+func Main(m *testing.M, env **Env) {
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		os.Exit(1)
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "testenv: stop:", err)
+	}
+	os.Exit(code)
+}
+
+// Namespace creates a fresh namespace for one test and deletes it when the
+// test ends.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d-%s", e.seq.Add(1), sanitize(t.Name()))
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.Kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.Kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// sanitize turns a test name into a DNS label fragment.
+func sanitize(s string) string {
+	s = strings.ToLower(s)
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < 40; i++ {
+		c := s[i]
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
+			b = append(b, c)
+		} else if len(b) > 0 && b[len(b)-1] != '-' {
+			b = append(b, '-')
+		}
+	}
+	return strings.Trim(string(b), "-")
+}
+
+// Eventually polls cond every 20ms until it returns nil or the deadline
+// passes, then fails the test with cond's last error. It is the only way
+// tests here wait: never a bare sleep.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
