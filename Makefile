@@ -62,8 +62,10 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...
 
+# run: the controller against the current cluster, or against a local control
+# plane it starts (with an example GitRepository) when none answers.
 run: build
-	./hack-run.sh
+	go run ./test/devcluster --bin $(BIN) $(RUN_ARGS)
 
 deploy:
 	kubectl apply -k deploy/

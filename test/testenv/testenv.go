@@ -88,6 +88,16 @@ func Start() (*Env, error) {
 	return e, nil
 }
 
+// KubeConfig returns a kubeconfig for a cluster-admin user of the control
+// plane, for programs run outside the test process.
+func (e *Env) KubeConfig() ([]byte, error) {
+	user, err := e.env.ControlPlane.AddUser(envtest.User{Name: "alumiini-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add control plane user: %w", err)
+	}
+	return user.KubeConfig()
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.env.Stop() }
 
