@@ -1,0 +1,68 @@
+package gitsrc
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// fetchError is one actionable sentence for status.message that still
+// unwraps to the transport's error, so callers can test it with errors.Is.
+type fetchError struct {
+	msg   string
+	cause error
+}
+
+func (e *fetchError) Error() string { return e.msg }
+func (e *fetchError) Unwrap() error { return e.cause }
+
+// explain turns a transport error from op (say, "list refs of") into a
+// sentence naming the URL, never its credentials, and what to fix.
+func (s *session) explain(op string, err error) error {
+	prefix := op + " " + s.r.display + ": "
+	var hostKey *knownhosts.KeyError
+	var unknownCA x509.UnknownAuthorityError
+	var why string
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		why = "timed out; check that the server is reachable, or raise spec.timeout"
+	case errors.Is(err, context.Canceled):
+		why = "canceled"
+	case errors.Is(err, transport.ErrAuthenticationRequired) && s.method == nil:
+		why = "the server requires authentication; set spec.secretRef to a Secret with username and password, or bearerToken"
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		why = fmt.Sprintf("the server refused the credentials in %s; check the username and password, or bearerToken", s.credentials())
+	case errors.Is(err, transport.ErrAuthorizationFailed):
+		why = fmt.Sprintf("the credentials in %s may not read this repository; grant them read access", s.credentials())
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		why = "repository not found; check spec.url (some servers also answer this for a private repository without valid credentials)"
+	case errors.Is(err, transport.ErrEmptyRemoteRepository):
+		why = "the repository is empty; push a commit to it"
+	case errors.As(err, &unknownCA):
+		why = fmt.Sprintf("the server's TLS certificate is not signed by a trusted CA; put the CA certificate under key %q of the Secret", KeyCA)
+	case errors.As(err, &hostKey) && len(hostKey.Want) == 0:
+		host, port, _ := net.SplitHostPort(s.r.host)
+		why = fmt.Sprintf("host key of %s is not in key %q of %s; add it (ssh-keyscan -p %s %s)", s.r.host, KeyKnownHosts, s.auth.String(), port, host)
+	case errors.As(err, &hostKey):
+		why = fmt.Sprintf("host key of %s does not match key %q of %s: the host key changed or the connection is intercepted; verify the new key before trusting it", s.r.host, KeyKnownHosts, s.auth.String())
+	case strings.Contains(err.Error(), "ssh: unable to authenticate"):
+		why = fmt.Sprintf("the server refused the SSH key in key %q of %s; add its public key to the repository's deploy keys with read access", KeyIdentity, s.auth.String())
+	default:
+		why = err.Error()
+	}
+	return &fetchError{msg: prefix + why, cause: err}
+}
+
+// credentials names where the credentials of this session came from.
+func (s *session) credentials() string {
+	if s.auth == nil && s.r.user != "" {
+		return "spec.url"
+	}
+	return s.auth.String()
+}

@@ -1,0 +1,128 @@
+package gitsrc
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"net"
+	"testing"
+
+	"github.com/false-systems/alumiini/test/gitserver"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// sshKey returns a new key as OpenSSH PEM (encrypted when passphrase is set)
+// and its public half.
+func sshKey(t *testing.T, passphrase string) ([]byte, ssh.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *pem.Block
+	if passphrase == "" {
+		block, err = ssh.MarshalPrivateKey(priv, "")
+	} else {
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte(passphrase))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(block), sshPub
+}
+
+func authFrom(t *testing.T, data map[string]string) *Auth {
+	t.Helper()
+	m := map[string][]byte{}
+	for k, v := range data {
+		m[k] = []byte(v)
+	}
+	a, err := AuthFromSecret("deploy-key", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestFetchOverSSH(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "org/apps")
+	first := repo.CommitStrings("first", map[string]string{"deploy/a.yaml": "a: 1\n"})
+	identity, pub := sshKey(t, "")
+	encrypted, encryptedPub := sshKey(t, "open sesame")
+	sshd := srv.StartSSH(t, pub, encryptedPub)
+	auth := authFrom(t, map[string]string{"identity": string(identity), "known_hosts": sshd.KnownHosts()})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/apps", URL: sshd.URL(repo), Ref: Ref{Branch: "main"}, Path: "deploy", Auth: auth}
+
+	res := mustFetch(t, f, req)
+	if res.Commit != first {
+		t.Fatalf("commit %s, want %s", res.Commit, first)
+	}
+	assertTree(t, res.Dir, map[string]string{"a.yaml": "a: 1\n"})
+
+	packs, adverts := sshd.UploadPacks(), sshd.RefAdvertisements()
+	if res = mustFetch(t, f, req); !res.Unchanged {
+		t.Fatalf("quiet poll over SSH = %+v, want unchanged", res)
+	}
+	if sshd.UploadPacks() != packs || sshd.RefAdvertisements() != adverts+1 {
+		t.Fatalf("quiet poll made %d pack and %d ref listing requests, want 0 and 1",
+			sshd.UploadPacks()-packs, sshd.RefAdvertisements()-adverts)
+	}
+
+	second := repo.CommitStrings("second", map[string]string{"deploy/a.yaml": "a: 2\n"})
+	if res = mustFetch(t, f, req); res.Commit != second || sshd.UploadPacks() != packs+1 {
+		t.Fatalf("after a push: %+v with %d packs, want %s with one pack", res, sshd.UploadPacks()-packs, second)
+	}
+
+	// scp-like form (go-git reads host:port:path), with an encrypted key.
+	req.Key = "ns/apps-scp"
+	host, port, _ := net.SplitHostPort(sshd.Addr())
+	req.URL = "git@" + host + ":" + port + ":org/apps.git"
+	req.Auth = authFrom(t, map[string]string{"identity": string(encrypted), "password": "open sesame", "known_hosts": sshd.KnownHosts()})
+	if res = mustFetch(t, f, req); res.Commit != second {
+		t.Fatalf("scp-like URL %s: commit %s, want %s", req.URL, res.Commit, second)
+	}
+}
+
+func TestSSHErrors(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	identity, pub := sshKey(t, "")
+	stranger, _ := sshKey(t, "")
+	sshd := srv.StartSSH(t, pub)
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/apps", URL: sshd.URL(repo), Ref: Ref{Branch: "main"}}
+
+	req.Auth = authFrom(t, map[string]string{"identity": string(stranger), "known_hosts": sshd.KnownHosts()})
+	fetchErr(t, f, req, `refused the SSH key in key "identity" of secret "deploy-key"`, "deploy keys")
+
+	_, otherHostKey := sshKey(t, "")
+	unknown := knownhosts.Line([]string{"[127.0.0.1]:1"}, sshd.HostKey())
+	req.Auth = authFrom(t, map[string]string{"identity": string(identity), "known_hosts": unknown})
+	fetchErr(t, f, req, "host key of "+sshd.Addr()+` is not in key "known_hosts" of secret "deploy-key"`, "ssh-keyscan -p ")
+
+	changed := knownhosts.Line([]string{knownhosts.Normalize(sshd.Addr())}, otherHostKey)
+	req.Auth = authFrom(t, map[string]string{"identity": string(identity), "known_hosts": changed})
+	fetchErr(t, f, req, "host key of "+sshd.Addr()+` does not match key "known_hosts"`, "intercepted")
+
+	req.Auth = authFrom(t, map[string]string{"identity": string(identity), "known_hosts": sshd.KnownHosts()})
+	req.Ref = Ref{Branch: "nope"}
+	fetchErr(t, f, req, `branch "nope" not found in `+sshd.URL(repo))
+
+	req.Auth = nil
+	fetchErr(t, f, req, "is an SSH URL: set spec.secretRef to a Secret with keys identity and known_hosts")
+
+	basic, err := AuthFromSecret("http-creds", map[string][]byte{"username": []byte("a"), "password": []byte("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Auth = basic
+	fetchErr(t, f, req, `secret "http-creds", key "identity": missing`)
+}
