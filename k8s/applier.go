@@ -1,0 +1,431 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+const (
+	// crdTimeout bounds the wait for an applied CRD to be Established and
+	// served, before its custom resources are applied.
+	crdTimeout = 30 * time.Second
+	// deleteTimeout bounds the wait for an object recreated because of an
+	// immutable field change to be gone (finalizers may hold it).
+	deleteTimeout = time.Minute
+	pollInterval  = 100 * time.Millisecond
+)
+
+var errDuplicate = errors.New("defined more than once in the manifests; keep one definition")
+
+// Owner names the GitRepository that applies the objects.
+type Owner struct{ Namespace, Name string }
+
+// Options are everything one sync knows about its GitRepository.
+type Options struct {
+	Owner           Owner
+	TargetNamespace string               // spec.targetNamespace
+	Prune           bool                 // spec.prune
+	SkipPrune       bool                 // set by the caller when manifests failed to parse
+	Force           bool                 // spec.force
+	Inventory       []v1alpha1.ObjectRef // previous inventory (from status)
+	Hashes          map[string]string    // previous content hashes, keyed by ObjectKey(ref)
+}
+
+// ObjectError is one object the API server (or ALUMIINI) refused.
+type ObjectError struct {
+	Ref v1alpha1.ObjectRef
+	Err error
+}
+
+func (e ObjectError) Error() string { return describe(e.Ref) + ": " + e.Err.Error() }
+func (e ObjectError) Unwrap() error { return e.Err }
+
+// Result is the outcome of one Apply.
+type Result struct {
+	Inventory []v1alpha1.ObjectRef // sorted, stable: store it in the status
+	Applied   []v1alpha1.ObjectRef // sent to the API server
+	Unchanged []v1alpha1.ObjectRef // skipped: same content hash as the last sync
+	Pruned    []v1alpha1.ObjectRef
+	Failed    []ObjectError
+	Hashes    map[string]string // content hashes for the next sync, keyed by ObjectKey
+}
+
+// Applier applies manifests to one cluster. It is safe for concurrent use
+// and keeps no per-repository state: the REST mapper and clients are
+// shared by every sync.
+type Applier struct {
+	client dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+}
+
+// NewApplier returns an Applier for the cluster of cfg. When cfg sets no
+// client-side rate limit, a generous one (200 QPS, burst 400) replaces
+// client-go's default of 5, which would throttle thousands of repositories.
+func NewApplier(cfg *rest.Config) (*Applier, error) {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = 200, 400
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes HTTP client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes discovery client: %w", err)
+	}
+	client, err := dynamic.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	return &Applier{client: client, mapper: mapper}, nil
+}
+
+// Apply server-side applies objs, CRDs and Namespaces first, then prunes
+// what left git. An object the API server refuses is listed in
+// Result.Failed and does not stop the others. The error is only for a
+// failure of the whole sync (the API server unreachable, ctx done); the
+// Result is usable even then: its inventory still holds every object that
+// may exist.
+func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts Options) (Result, error) {
+	r := a.newRun(opts)
+	err := r.applyAll(ctx, objs, true)
+	if err == nil {
+		err = r.prune(ctx)
+	}
+	return r.result(), err
+}
+
+// run is the state of one Apply, Drift or DryRun call.
+type run struct {
+	a    *Applier
+	opts Options
+	old  map[string]v1alpha1.ObjectRef // the previous inventory
+	inv  map[string]v1alpha1.ObjectRef // the inventory being built
+	seen map[string]bool               // the objects in git
+	res  Result
+}
+
+// newRun starts the new inventory as a copy of the old one: an object only
+// leaves it once it is known to be gone or no longer ours, so no failure
+// can make ALUMIINI forget an object it may have to prune later.
+func (a *Applier) newRun(opts Options) *run {
+	r := &run{a: a, opts: opts, old: map[string]v1alpha1.ObjectRef{}, inv: map[string]v1alpha1.ObjectRef{},
+		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}}}
+	for _, ref := range opts.Inventory {
+		r.old[ObjectKey(ref)] = ref
+		r.inv[ObjectKey(ref)] = ref
+	}
+	return r
+}
+
+func (r *run) result() Result {
+	r.res.Inventory = make([]v1alpha1.ObjectRef, 0, len(r.inv))
+	for _, ref := range r.inv {
+		r.res.Inventory = append(r.res.Inventory, ref)
+	}
+	for _, refs := range [][]v1alpha1.ObjectRef{r.res.Inventory, r.res.Applied, r.res.Unchanged} {
+		sortRefs(refs)
+	}
+	return r.res
+}
+
+// applyAll applies objs in order: CRDs and Namespaces, a wait until the
+// CRDs are served, then everything else. With useHashes, an object whose
+// content hash matches the previous sync is not sent again.
+func (r *run) applyAll(ctx context.Context, objs []*unstructured.Unstructured, useHashes bool) error {
+	objs = sortObjects(objs)
+	var crds []*unstructured.Unstructured
+	i := 0
+	for ; i < len(objs) && kindRank(refOf(objs[i])) <= 1; i++ {
+		sent, err := r.applyOne(ctx, objs[i], useHashes)
+		if err != nil {
+			return err
+		}
+		if sent != nil && isCRD(refOf(sent)) {
+			crds = append(crds, sent)
+		}
+	}
+	if err := r.waitEstablished(ctx, crds); err != nil {
+		return err
+	}
+	for ; i < len(objs); i++ {
+		if _, err := r.applyOne(ctx, objs[i], useHashes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortObjects(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	sorted := slices.Clone(objs)
+	slices.SortStableFunc(sorted, func(a, b *unstructured.Unstructured) int {
+		return compareRefs(refOf(a), refOf(b))
+	})
+	return sorted
+}
+
+// applyOne applies one object and records the outcome. It returns the
+// object as sent (nil when not sent), and an error only when the whole
+// sync must stop.
+func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useHashes bool) (*unstructured.Unstructured, error) {
+	obj, m, err := r.prepare(ctx, obj)
+	ref := refOf(obj)
+	key := ObjectKey(ref)
+	if r.seen[key] {
+		return nil, r.fail(ctx, ref, obj, errDuplicate)
+	}
+	r.seen[key] = true
+	if err != nil {
+		return nil, r.fail(ctx, ref, obj, err)
+	}
+	hash := contentHash(obj)
+	if _, known := r.old[key]; known && useHashes && r.opts.Hashes[key] == hash {
+		r.res.Unchanged = append(r.res.Unchanged, ref)
+		r.keep(ref, hash)
+		return nil, nil
+	}
+	if err := r.a.deliver(ctx, m, obj, r.opts.Force); err != nil {
+		return nil, r.fail(ctx, ref, obj, err)
+	}
+	r.res.Applied = append(r.res.Applied, ref)
+	r.keep(ref, hash)
+	return obj, nil
+}
+
+func (r *run) keep(ref v1alpha1.ObjectRef, hash string) {
+	r.inv[ObjectKey(ref)] = ref
+	r.res.Hashes[ObjectKey(ref)] = hash
+}
+
+// fail records a refused object, or returns err when it means the whole
+// sync cannot go on. A Secret's values are scrubbed from the message.
+func (r *run) fail(ctx context.Context, ref v1alpha1.ObjectRef, obj *unstructured.Unstructured, err error) error {
+	if fatal(ctx, err) {
+		return fmt.Errorf("%s: %w", describe(ref), err)
+	}
+	if isSecret(ref) && obj != nil {
+		err = errors.New(scrub(err.Error(), obj))
+	}
+	r.res.Failed = append(r.res.Failed, ObjectError{Ref: ref, Err: err})
+	delete(r.res.Hashes, ObjectKey(ref))
+	return nil
+}
+
+// fatal reports whether err stops the whole sync rather than one object:
+// the context is done, or the API server could not be reached at all.
+func fatal(ctx context.Context, err error) bool {
+	var urlErr *url.Error
+	return ctx.Err() != nil || errors.As(err, &urlErr)
+}
+
+// prepare returns a copy of obj ready to send, with its REST mapping:
+// server-set metadata dropped, ownership labels set, a namespaced object
+// without a namespace given the target namespace, a cluster-scoped one
+// stripped of any namespace.
+func (r *run) prepare(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, *meta.RESTMapping, error) {
+	out := obj.DeepCopy()
+	stripServerMetadata(out)
+	labels := out.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[v1alpha1.LabelName] = r.opts.Owner.Name
+	labels[v1alpha1.LabelNamespace] = r.opts.Owner.Namespace
+	out.SetLabels(labels)
+
+	gvk := out.GroupVersionKind()
+	m, err := r.a.mapping(ctx, gvk.GroupKind(), gvk.Version)
+	switch {
+	case err != nil:
+		r.guessNamespace(out)
+		return out, nil, err
+	case m.Scope.Name() == meta.RESTScopeNameNamespace:
+		if out.GetNamespace() == "" {
+			out.SetNamespace(r.defaultNamespace())
+		}
+	default:
+		out.SetNamespace("")
+	}
+	return out, m, nil
+}
+
+// defaultNamespace is spec.targetNamespace, else the GitRepository's own
+// namespace, which keeps a tenant's objects in the tenant's namespace.
+func (r *run) defaultNamespace() string {
+	if r.opts.TargetNamespace != "" {
+		return r.opts.TargetNamespace
+	}
+	return r.opts.Owner.Namespace
+}
+
+// guessNamespace fills in the namespace of an object whose kind the API
+// server does not serve (yet), so that it still matches its inventory
+// entry and is never pruned by mistake.
+func (r *run) guessNamespace(obj *unstructured.Unstructured) {
+	if obj.GetNamespace() != "" {
+		return
+	}
+	obj.SetNamespace(r.defaultNamespace())
+	if _, ok := r.old[ObjectKey(refOf(obj))]; !ok {
+		obj.SetNamespace("")
+	}
+}
+
+// mapping finds the resource of a kind. On a miss it refreshes discovery
+// once, as the kind may come from a CRD applied moments ago.
+func (a *Applier) mapping(ctx context.Context, gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	m, err := a.mapper.RESTMappingWithContext(ctx, gk, versions...)
+	if meta.IsNoMatchError(err) {
+		a.mapper.ResetWithContext(ctx)
+		m, err = a.mapper.RESTMappingWithContext(ctx, gk, versions...)
+	}
+	if meta.IsNoMatchError(err) {
+		return nil, fmt.Errorf("%w (check apiVersion and kind, or install the CustomResourceDefinition that defines it)", err)
+	}
+	return m, err
+}
+
+func (a *Applier) resource(m *meta.RESTMapping, namespace string) dynamic.ResourceInterface {
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return a.client.Resource(m.Resource).Namespace(namespace)
+	}
+	return a.client.Resource(m.Resource)
+}
+
+// ssa server-side applies obj as ALUMIINI, taking over fields other
+// managers changed: git is the source of truth.
+func (a *Applier) ssa(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, dryRun bool) (*unstructured.Unstructured, error) {
+	opts := metav1.ApplyOptions{FieldManager: v1alpha1.FieldManager, Force: true}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return a.resource(m, obj.GetNamespace()).Apply(ctx, obj.GetName(), obj, opts)
+}
+
+// deliver sends one prepared object to the cluster, deleting and
+// recreating it when an immutable field changed and force allows it.
+//
+// deliver is the seam for spec.rolloutRef: a later change hands
+// Deployments to the KULTA Rollout named there instead of applying them.
+func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, force bool) error {
+	_, err := a.ssa(ctx, m, obj, false)
+	if err == nil || !isImmutable(err) {
+		return err
+	}
+	if !force {
+		return fmt.Errorf("%w (an immutable field changed: set spec.force to true to let ALUMIINI delete and recreate the object)", err)
+	}
+	if err := a.remove(ctx, m, obj); err != nil {
+		return fmt.Errorf("recreate after an immutable field change: %w", err)
+	}
+	_, err = a.ssa(ctx, m, obj, false)
+	return err
+}
+
+// isImmutable recognises the API server's refusals of a change to a field
+// that cannot change in place.
+func isImmutable(err error) bool {
+	msg := err.Error()
+	return apierrors.IsInvalid(err) &&
+		(strings.Contains(msg, "immutable") || strings.Contains(msg, "updates to statefulset spec for fields other than"))
+}
+
+// remove deletes obj and waits until it is gone.
+func (a *Applier) remove(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
+	res := a.resource(m, obj.GetNamespace())
+	background := metav1.DeletePropagationBackground
+	err := res.Delete(ctx, obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	err = wait.PollUntilContextTimeout(ctx, pollInterval, deleteTimeout, true, func(ctx context.Context) (bool, error) {
+		_, err := res.Get(ctx, obj.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	if err != nil && ctx.Err() == nil && wait.Interrupted(err) {
+		return fmt.Errorf("still being deleted after %v; check its finalizers", deleteTimeout)
+	}
+	return err
+}
+
+// waitEstablished waits until each CRD is Established and its kind is in
+// API discovery, so that custom resources applied next can be mapped. A
+// CRD that does not get there is reported as failed.
+func (r *run) waitEstablished(ctx context.Context, crds []*unstructured.Unstructured) error {
+	for _, crd := range crds {
+		var why string
+		err := wait.PollUntilContextTimeout(ctx, pollInterval, crdTimeout, true, func(ctx context.Context) (bool, error) {
+			var err error
+			why, err = r.a.established(ctx, crd.GetName())
+			return why == "" && err == nil, err
+		})
+		if err == nil {
+			continue
+		}
+		if ctx.Err() == nil && wait.Interrupted(err) {
+			err = fmt.Errorf("not established within %v: %s", crdTimeout, why)
+		}
+		ref := refOf(crd)
+		r.res.Applied = slices.DeleteFunc(r.res.Applied, func(a v1alpha1.ObjectRef) bool { return a == ref })
+		if err := r.fail(ctx, ref, crd, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// established returns why the named CRD cannot be used yet, or "" when it
+// can.
+func (a *Applier) established(ctx context.Context, name string) (string, error) {
+	crds := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	crd, err := a.client.Resource(crds).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	conditions, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	why := "waiting for the Established condition"
+	for _, c := range conditions {
+		c, _ := c.(map[string]interface{})
+		switch {
+		case c["type"] == "Established" && c["status"] == "True":
+			why = ""
+		case c["type"] == "NamesAccepted" && c["status"] == "False":
+			return fmt.Sprintf("%v: %v", c["type"], c["message"]), nil
+		}
+	}
+	if why != "" {
+		return why, nil
+	}
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	kind, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "kind")
+	if _, err := a.mapping(ctx, schema.GroupKind{Group: group, Kind: kind}); meta.IsNoMatchError(err) {
+		return "not yet served by API discovery", nil
+	} else if err != nil {
+		return "", err
+	}
+	return "", nil
+}

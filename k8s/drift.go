@@ -1,0 +1,205 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"reflect"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+// DriftResult is what one drift check found and did.
+type DriftResult struct {
+	Drifted   []v1alpha1.ObjectRef // live object differs from git
+	Missing   []v1alpha1.ObjectRef // live object is gone
+	Corrected []v1alpha1.ObjectRef // re-applied (mode Correct)
+	Failed    []ObjectError
+}
+
+// Drift compares every object of objs that is in opts.Inventory with the
+// cluster: a server-side dry-run apply shows what git would make of the
+// live object, and any difference outside status and server-set metadata
+// is drift. Fields other managers own and git does not set are not drift.
+// Mode Correct re-applies what drifted or went missing, Detect only
+// reports it, Ignore does nothing. Content hashes are not consulted.
+func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, opts Options, mode v1alpha1.DriftMode) (DriftResult, error) {
+	var out DriftResult
+	if mode == v1alpha1.DriftIgnore {
+		return out, nil
+	}
+	r := a.newRun(opts)
+	var fix []*unstructured.Unstructured
+	for _, obj := range sortObjects(objs) {
+		st, err := r.inspect(ctx, obj, true)
+		if err != nil {
+			return out, err
+		}
+		if st.skip {
+			continue
+		}
+		switch {
+		case st.missing:
+			out.Missing = append(out.Missing, st.ref)
+		case st.err != nil:
+			out.Failed = append(out.Failed, r.objectError(st))
+			continue
+		case sameContent(st.live, st.dry):
+			continue
+		default:
+			out.Drifted = append(out.Drifted, st.ref)
+		}
+		fix = append(fix, obj)
+	}
+	if mode != v1alpha1.DriftCorrect || len(fix) == 0 {
+		return out, nil
+	}
+	fr := a.newRun(opts)
+	err := fr.applyAll(ctx, fix, false)
+	out.Corrected = fr.result().Applied
+	out.Failed = append(out.Failed, fr.res.Failed...)
+	return out, err
+}
+
+// Diff is the dry-run outcome for one object.
+type Diff struct {
+	Ref    v1alpha1.ObjectRef
+	Action string // create | update | unchanged | prune
+	Diff   string // unified diff, live to git, Secret values redacted
+	Err    error  // why the API server would refuse the object, if it would
+}
+
+// DryRun computes what Apply would do, without changing the cluster: one
+// Diff per object in git, then one per object that would be pruned.
+func (a *Applier) DryRun(ctx context.Context, objs []*unstructured.Unstructured, opts Options) ([]Diff, error) {
+	r := a.newRun(opts)
+	provided := providedBy(objs)
+	var diffs []Diff
+	for _, obj := range sortObjects(objs) {
+		st, err := r.inspect(ctx, obj, false)
+		if err != nil {
+			return diffs, err
+		}
+		if st.skip {
+			diffs = append(diffs, Diff{Ref: st.ref, Action: "update", Err: errDuplicate})
+			continue
+		}
+		d := Diff{Ref: st.ref, Action: "update"}
+		switch {
+		case st.missing:
+			d.Action, d.Diff = "create", diff(st.ref, nil, st.obj)
+		case st.err == nil && sameContent(st.live, st.dry):
+			d.Action = "unchanged"
+		case st.err == nil:
+			d.Diff = diff(st.ref, st.live, st.dry)
+		}
+		if st.err != nil && !waitsForSync(st, provided) {
+			d.Err = r.objectError(st)
+		}
+		diffs = append(diffs, d)
+	}
+	if r.opts.SkipPrune || !r.opts.Prune {
+		return diffs, nil
+	}
+	for _, ref := range r.pruneCandidates() {
+		live, _, err := a.prunable(ctx, ref, opts.Owner)
+		switch {
+		case err != nil && fatal(ctx, err):
+			return diffs, err
+		case err != nil:
+			diffs = append(diffs, Diff{Ref: ref, Action: "prune", Err: err})
+		case live != nil:
+			diffs = append(diffs, Diff{Ref: ref, Action: "prune", Diff: diff(ref, live, nil)})
+		}
+	}
+	return diffs, nil
+}
+
+// state is one object of git compared with the cluster.
+type state struct {
+	ref     v1alpha1.ObjectRef
+	obj     *unstructured.Unstructured // as it would be sent
+	live    *unstructured.Unstructured
+	dry     *unstructured.Unstructured // the dry-run apply result
+	missing bool                       // not in the cluster
+	err     error                      // why it cannot be checked or applied
+	skip    bool                       // a duplicate, or not in the inventory when only that is wanted
+}
+
+// inspect reads the live object and dry-runs the apply of obj, unless it
+// is a duplicate or, with onlyInventory, not in the previous inventory.
+// The error is only for a failure of the whole check.
+func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyInventory bool) (state, error) {
+	prepared, m, err := r.prepare(ctx, obj)
+	st := state{ref: refOf(prepared), obj: prepared}
+	key := ObjectKey(st.ref)
+	_, known := r.old[key]
+	st.skip = r.seen[key] || (onlyInventory && !known)
+	r.seen[key] = true
+	switch {
+	case st.skip:
+		return st, nil
+	case err != nil:
+		st.err, st.missing = err, meta.IsNoMatchError(err) // a kind not served has no objects
+	default:
+		st.live, st.err = r.a.resource(m, prepared.GetNamespace()).Get(ctx, prepared.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(st.err) {
+			st.live, st.err, st.missing = nil, nil, true
+		}
+		if st.err == nil {
+			st.dry, st.err = r.a.ssa(ctx, m, prepared, true)
+		}
+	}
+	if st.err != nil && fatal(ctx, st.err) {
+		return st, st.err
+	}
+	return st, nil
+}
+
+func (r *run) objectError(st state) ObjectError {
+	err := st.err
+	if isSecret(st.ref) {
+		err = errors.New(scrub(err.Error(), st.obj))
+	}
+	return ObjectError{Ref: st.ref, Err: err}
+}
+
+// sameContent compares a live object with a dry-run result, ignoring status
+// and the metadata the API server sets.
+func sameContent(live, dry *unstructured.Unstructured) bool {
+	return reflect.DeepEqual(normalize(live).Object, normalize(dry).Object)
+}
+
+// providedBy lists what objs provide for the others: the kinds their CRDs
+// define and their Namespaces.
+func providedBy(objs []*unstructured.Unstructured) map[string]bool {
+	p := map[string]bool{}
+	for _, obj := range objs {
+		ref := refOf(obj)
+		switch {
+		case isNamespace(ref):
+			p["namespace "+ref.Name] = true
+		case isCRD(ref):
+			group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+			kind, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "kind")
+			p["kind "+kind+"."+group] = true
+		}
+	}
+	return p
+}
+
+// waitsForSync reports whether an object could not be checked only because
+// its CRD or Namespace is created by the same sync: that is no error.
+func waitsForSync(st state, provided map[string]bool) bool {
+	switch {
+	case meta.IsNoMatchError(st.err):
+		return provided["kind "+st.ref.Kind+"."+st.ref.Group]
+	case apierrors.IsNotFound(st.err):
+		return provided["namespace "+st.ref.Namespace]
+	}
+	return false
+}

@@ -1,0 +1,259 @@
+// Package k8s turns a directory of manifests into objects in a cluster. It
+// loads plain YAML and JSON files or builds a kustomization, server-side
+// applies the objects in dependency order, prunes the objects that left git,
+// and compares the live cluster with git to find drift.
+//
+// An Applier holds no per-repository state: one is shared by every
+// GitRepository, and everything a sync needs arrives in its Options.
+package k8s
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// LoadManifests reads every .yaml, .yml and .json file under dir,
+// recursively and in lexical order, or builds dir with kustomize when it
+// holds a kustomization. It returns every good object and one error per bad
+// file or document: a bad document never hides the good ones. Nothing
+// outside dir is read.
+func LoadManifests(dir string) ([]*unstructured.Unstructured, []error) {
+	return LoadManifestsIn(dir, dir)
+}
+
+// LoadManifestsIn is LoadManifests for a directory inside a repository
+// checkout: nothing outside root is read (so an overlay may use a base
+// elsewhere in the checkout, but never outside it), and file names in
+// errors are relative to root.
+func LoadManifestsIn(root, dir string) ([]*unstructured.Unstructured, []error) {
+	l, err := newLoader(root, dir)
+	if err != nil {
+		return nil, []error{err}
+	}
+	l.walk(l.dir)
+	return l.objs, l.errs
+}
+
+// loader collects the objects and errors of one LoadManifestsIn call.
+type loader struct {
+	root, dir string // absolute, symlinks resolved
+	objs      []*unstructured.Unstructured
+	errs      []error
+}
+
+func newLoader(root, dir string) (*loader, error) {
+	realRoot, err := realPath(root)
+	if err != nil {
+		return nil, fmt.Errorf("repository checkout %s: %w", root, err)
+	}
+	realDir, err := realPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("manifest path %s: %w (check spec.path)", relTo(root, dir), err)
+	}
+	if !within(realRoot, realDir) {
+		return nil, fmt.Errorf("manifest path %s leaves the repository checkout (check spec.path)", relTo(root, dir))
+	}
+	if info, err := os.Stat(realDir); err != nil || !info.IsDir() {
+		return nil, fmt.Errorf("manifest path %s is not a directory (check spec.path)", relTo(root, dir))
+	}
+	return &loader{root: realRoot, dir: realDir}, nil
+}
+
+// walk loads dir. A directory with a kustomization is built as a whole by
+// kustomize; directories and files whose names start with a dot (.git,
+// .github workflows, editor files) are never manifests and are skipped.
+func (l *loader) walk(dir string) {
+	if hasKustomization(dir) {
+		l.kustomize(dir)
+		return
+	}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			l.fail(path, err)
+			return nil
+		}
+		if path == dir {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			if hasKustomization(path) {
+				l.kustomize(path)
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if isManifestFile(d.Name()) {
+			l.readFile(path)
+		}
+		return nil
+	})
+	if err != nil {
+		l.fail(dir, err)
+	}
+}
+
+func isManifestFile(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return !isKustomizationFile(name)
+	}
+	return false
+}
+
+func isKustomizationFile(name string) bool {
+	switch name {
+	case "kustomization.yaml", "kustomization.yml", "Kustomization":
+		return true
+	}
+	return false
+}
+
+func hasKustomization(dir string) bool {
+	for _, name := range []string{"kustomization.yaml", "kustomization.yml", "Kustomization"} {
+		if info, err := os.Stat(filepath.Join(dir, name)); err == nil && info.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
+}
+
+// readFile decodes one manifest file. A symbolic link is followed only when
+// it stays inside the checkout.
+func (l *loader) readFile(path string) {
+	real, err := realPath(path)
+	if err != nil {
+		l.fail(path, err)
+		return
+	}
+	if !within(l.root, real) {
+		l.fail(path, errors.New("symbolic link points outside the repository checkout"))
+		return
+	}
+	data, err := os.ReadFile(real)
+	if err != nil {
+		l.fail(path, err)
+		return
+	}
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		l.decodeJSON(l.rel(path)+": document 1", data)
+		return
+	}
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 1; ; i++ {
+		doc, err := docs.Read()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: document %d: %w", l.rel(path), i, err))
+			return
+		}
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: document %d: invalid YAML: %w", l.rel(path), i, err))
+			continue
+		}
+		l.decodeJSON(fmt.Sprintf("%s: document %d", l.rel(path), i), j)
+	}
+}
+
+// decodeJSON adds the object in one document; where names it in errors.
+// Empty documents (nothing, or only comments) are skipped. Integers stay
+// int64, as apimachinery expects.
+func (l *loader) decodeJSON(where string, data []byte) {
+	var v interface{}
+	if err := utiljson.Unmarshal(data, &v); err != nil {
+		l.errs = append(l.errs, fmt.Errorf("%s: invalid JSON: %w", where, err))
+		return
+	}
+	if v == nil {
+		return
+	}
+	m, ok := v.(map[string]interface{})
+	if !ok {
+		l.errs = append(l.errs, fmt.Errorf("%s: not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)", where))
+		return
+	}
+	l.add(where, m)
+}
+
+// add validates one decoded object and keeps it, expanding a kind List
+// into its items.
+func (l *loader) add(where string, m map[string]interface{}) {
+	if len(m) == 0 {
+		return
+	}
+	obj := &unstructured.Unstructured{Object: m}
+	if obj.GetKind() == "List" && obj.GetAPIVersion() == "v1" {
+		items, _ := m["items"].([]interface{})
+		for i, item := range items {
+			im, _ := item.(map[string]interface{})
+			l.add(fmt.Sprintf("%s, item %d", where, i+1), im)
+		}
+		return
+	}
+	if missing := missingField(obj); missing != "" {
+		l.errs = append(l.errs, fmt.Errorf("%s: missing %s; every object needs apiVersion, kind and metadata.name", where, missing))
+		return
+	}
+	l.objs = append(l.objs, obj)
+}
+
+func missingField(obj *unstructured.Unstructured) string {
+	switch {
+	case obj.GetAPIVersion() == "":
+		return "apiVersion"
+	case obj.GetKind() == "":
+		return "kind"
+	case obj.GetName() == "":
+		return "metadata.name"
+	}
+	return ""
+}
+
+func (l *loader) fail(path string, err error) {
+	l.errs = append(l.errs, fmt.Errorf("%s: %w", l.rel(path), err))
+}
+
+// rel names path for users: relative to the checkout root.
+func (l *loader) rel(path string) string { return relTo(l.root, path) }
+
+func relTo(root, path string) string {
+	if rel, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return filepath.ToSlash(rel)
+	}
+	return path
+}
+
+// realPath returns the absolute path with symbolic links resolved.
+func realPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// within reports whether path is root or below it; both must be real paths.
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}

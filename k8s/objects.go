@@ -1,0 +1,225 @@
+package k8s
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+// ObjectKey identifies an object whatever API version it is served at:
+// group/Kind/namespace/name (the group is empty for the core API).
+func ObjectKey(ref v1alpha1.ObjectRef) string {
+	return ref.Group + "/" + ref.Kind + "/" + ref.Namespace + "/" + ref.Name
+}
+
+func refOf(obj *unstructured.Unstructured) v1alpha1.ObjectRef {
+	gvk := obj.GroupVersionKind()
+	return v1alpha1.ObjectRef{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind,
+		Namespace: obj.GetNamespace(), Name: obj.GetName()}
+}
+
+// describe names an object for messages: "Deployment shop/web", or
+// "Namespace shop" for a cluster-scoped one.
+func describe(ref v1alpha1.ObjectRef) string {
+	if ref.Namespace == "" {
+		return ref.Kind + " " + ref.Name
+	}
+	return ref.Kind + " " + ref.Namespace + "/" + ref.Name
+}
+
+func isCRD(ref v1alpha1.ObjectRef) bool {
+	return ref.Group == "apiextensions.k8s.io" && ref.Kind == "CustomResourceDefinition"
+}
+
+func isNamespace(ref v1alpha1.ObjectRef) bool { return ref.Group == "" && ref.Kind == "Namespace" }
+
+func isSecret(ref v1alpha1.ObjectRef) bool { return ref.Group == "" && ref.Kind == "Secret" }
+
+// kindRank orders kinds so that what others depend on comes first: CRDs and
+// Namespaces, then policy and identity, configuration, storage, networking,
+// workloads, and admission webhooks last (their backing Service must exist
+// before they can admit anything). Custom resources come after workloads,
+// as their controllers are often deployed by the same repository.
+func kindRank(ref v1alpha1.ObjectRef) int {
+	switch {
+	case isCRD(ref):
+		return 0
+	case isNamespace(ref):
+		return 1
+	}
+	switch ref.Kind {
+	case "ResourceQuota", "LimitRange", "PriorityClass", "NetworkPolicy":
+		return 2
+	case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+		return 3
+	case "Secret", "ConfigMap":
+		return 4
+	case "StorageClass", "PersistentVolume", "PersistentVolumeClaim":
+		return 5
+	case "Service", "IngressClass":
+		return 6
+	case "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob":
+		return 7
+	case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+		return 9
+	}
+	return 8
+}
+
+// compareRefs is the stable apply order: by rank, then group, kind,
+// namespace and name.
+func compareRefs(a, b v1alpha1.ObjectRef) int {
+	if ra, rb := kindRank(a), kindRank(b); ra != rb {
+		return ra - rb
+	}
+	return strings.Compare(ObjectKey(a), ObjectKey(b))
+}
+
+func sortRefs(refs []v1alpha1.ObjectRef) { slices.SortStableFunc(refs, compareRefs) }
+
+// contentHash fingerprints the object as it will be sent (namespace and
+// ownership labels included). 128 bits are plenty to notice a change.
+func contentHash(obj *unstructured.Unstructured) string {
+	b, err := json.Marshal(obj.Object) // map keys are sorted: stable
+	if err != nil {
+		return "" // never equal to a stored hash, so the object is sent
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// normalize returns a copy of obj without status and the metadata the API
+// server sets, so that a dry-run result and the live object compare on
+// content only.
+func normalize(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	delete(out.Object, "status")
+	stripServerMetadata(out)
+	return out
+}
+
+// stripServerMetadata removes the metadata the API server sets. A manifest
+// saved with kubectl get -o yaml carries it, and a stale resourceVersion
+// or managedFields would make the apply fail.
+func stripServerMetadata(obj *unstructured.Unstructured) {
+	md, ok := obj.Object["metadata"].(map[string]interface{})
+	if !ok {
+		return
+	}
+	for _, f := range [...]string{"managedFields", "resourceVersion", "uid", "generation",
+		"creationTimestamp", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"} {
+		delete(md, f)
+	}
+}
+
+const (
+	redacted        = "<redacted>"
+	redactedChanged = "<redacted, changed>"
+	lastApplied     = "kubectl.kubernetes.io/last-applied-configuration"
+)
+
+// redactPair hides the values of a Secret (before or after may be nil)
+// while keeping visible which keys exist and which changed. kubectl's
+// last-applied annotation holds the whole Secret, so it goes too.
+func redactPair(before, after *unstructured.Unstructured) {
+	for _, field := range []string{"data", "stringData"} {
+		var old, cur map[string]interface{}
+		if before != nil {
+			old, _ = before.Object[field].(map[string]interface{})
+		}
+		if after != nil {
+			cur, _ = after.Object[field].(map[string]interface{})
+		}
+		for k, v := range cur {
+			if ov, ok := old[k]; ok && !reflect.DeepEqual(ov, v) {
+				cur[k] = redactedChanged
+			} else {
+				cur[k] = redacted
+			}
+		}
+		for k := range old {
+			old[k] = redacted
+		}
+	}
+	for _, obj := range []*unstructured.Unstructured{before, after} {
+		if obj == nil {
+			continue
+		}
+		if a := obj.GetAnnotations(); a[lastApplied] != "" {
+			a[lastApplied] = redacted
+			obj.SetAnnotations(a)
+		}
+	}
+}
+
+// scrub removes a Secret's values from a message (an admission webhook or
+// policy may echo them), in the raw, decoded and quoted forms a server
+// might print. Values shorter than four bytes are left: replacing them
+// would garble the message without protecting anything guessable.
+func scrub(msg string, obj *unstructured.Unstructured) string {
+	for _, field := range []string{"data", "stringData"} {
+		values, _ := obj.Object[field].(map[string]interface{})
+		for _, v := range values {
+			s, _ := v.(string)
+			forms := []string{s, strconv.Quote(s)}
+			if field == "data" {
+				if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+					forms = append(forms, string(b), strconv.Quote(string(b)))
+				}
+			}
+			for _, f := range forms {
+				f = strings.Trim(f, `"`)
+				if len(f) >= 4 {
+					msg = strings.ReplaceAll(msg, f, redacted)
+				}
+			}
+		}
+	}
+	return msg
+}
+
+// diff is a unified diff of two objects as YAML (either may be nil), with
+// server fields dropped and Secret values redacted.
+func diff(ref v1alpha1.ObjectRef, before, after *unstructured.Unstructured) string {
+	if before != nil {
+		before = normalize(before)
+	}
+	if after != nil {
+		after = normalize(after)
+	}
+	if isSecret(ref) {
+		redactPair(before, after)
+	}
+	text, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(toYAML(before)), B: difflib.SplitLines(toYAML(after)),
+		FromFile: "live", ToFile: "git", Context: 3,
+	})
+	if err != nil {
+		return fmt.Sprintf("diff of %s: %v", describe(ref), err)
+	}
+	return text
+}
+
+func toYAML(obj *unstructured.Unstructured) string {
+	if obj == nil {
+		return ""
+	}
+	b, err := yaml.Marshal(obj.Object)
+	if err != nil {
+		return fmt.Sprintf("# cannot render: %v\n", err)
+	}
+	return string(b)
+}
