@@ -198,12 +198,12 @@ Try next:
   kubectl -n guestbook get deploy,svc,cm -l alumiini.false.systems/name=examples
   kubectl -n guestbook edit configmap guestbook-config   # drift: corrected at the next check
   # edit examples/guestbook, commit, then trigger a sync through the webhook:
-  body='{"ref":"refs/heads/%s","after":"'$(git rev-parse HEAD)'","repository":{"url":"file://%s"}}'
+  body='{"url":"file://%s","ref":"refs/heads/%s","commit":"'$(git rev-parse HEAD)'"}'
   sig=$(printf '%%s' "$body" | openssl dgst -sha256 -hmac "$(cat %s)" | cut -d' ' -f2)
   curl -s -X POST -H "X-Signature: sha256=$sig" -d "$body" http://localhost:8080/webhook/generic
 
 Ctrl-C stops the controller and the control plane.
-`, commit, p.kubeconfig, branchOf(obj), testenv.RepoRoot(), p.secret)
+`, commit, p.kubeconfig, testenv.RepoRoot(), branchOf(obj), p.secret)
 		return
 	}
 }

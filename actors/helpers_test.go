@@ -1,0 +1,145 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
+
+// call is one Sync the recorder saw.
+type call struct {
+	key string
+	req SyncRequest
+	at  time.Time
+}
+
+// recorder is a Syncer that records every call, then runs fn when set.
+type recorder struct {
+	fn    func(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error
+	mu    sync.Mutex
+	calls []call
+}
+
+func (r *recorder) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error {
+	r.mu.Lock()
+	r.calls = append(r.calls, call{key: repo.Key(), req: req, at: time.Now()})
+	r.mu.Unlock()
+	if r.fn != nil {
+		return r.fn(ctx, repo, req)
+	}
+	return nil
+}
+
+func (r *recorder) all() []call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]call(nil), r.calls...)
+}
+
+// of returns the calls for one repository, in order.
+func (r *recorder) of(key string) []call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []call
+	for _, c := range r.calls {
+		if c.key == key {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func triggers(calls []call) []Trigger {
+	out := make([]Trigger, len(calls))
+	for i, c := range calls {
+		out[i] = c.req.Trigger
+	}
+	return out
+}
+
+// hookRecorder records restarts per repository.
+type hookRecorder struct {
+	NopHooks
+	mu       sync.Mutex
+	restarts map[string][]time.Time
+}
+
+func (h *hookRecorder) ActorRestarted(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.restarts == nil {
+		h.restarts = map[string][]time.Time{}
+	}
+	h.restarts[key] = append(h.restarts[key], time.Now())
+}
+
+func (h *hookRecorder) of(key string) []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.restarts[key]...)
+}
+
+// start runs a System for one test and shuts it down after.
+func start(t *testing.T, cfg Config) *System {
+	t.Helper()
+	s := NewSystem(cfg)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s
+}
+
+// newRepo returns a GitRepository as the API server would hand it over.
+func newRepo(ns, name string, gen int64, interval time.Duration) *v1alpha1.GitRepository {
+	return &v1alpha1.GitRepository{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: gen},
+		Spec: v1alpha1.GitRepositorySpec{
+			URL:               "https://git.example/" + name + ".git",
+			Interval:          metav1.Duration{Duration: interval},
+			ReconcileInterval: metav1.Duration{Duration: time.Hour},
+		},
+	}
+}
+
+func status(t *testing.T, s *System, key string) RepoStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.Status(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitStatus polls the actor's status until ok accepts it.
+func waitStatus(t *testing.T, s *System, key string, what string, ok func(RepoStatus) bool) RepoStatus {
+	t.Helper()
+	var st RepoStatus
+	testenv.Eventually(t, 10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var err error
+		if st, err = s.Status(ctx, key); err != nil {
+			return err
+		}
+		if !ok(st) {
+			return fmt.Errorf("%s: status is %+v", what, st)
+		}
+		return nil
+	})
+	return st
+}

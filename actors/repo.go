@@ -1,0 +1,347 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+// Messages to a repository actor.
+type (
+	update    struct{ repo *v1alpha1.GitRepository }
+	webhook   struct{ commit string }
+	syncNow   struct{ reply chan<- error }
+	getStatus struct{ reply chan<- RepoStatus }
+	stop      struct{} // the repository was deleted
+	tick      struct{ trigger Trigger }
+	retryTick struct{}
+	// syncDone reports the end of a sync from its goroutine.
+	syncDone struct {
+		run       *syncRun
+		err       error
+		recovered any // the Syncer panicked with this
+		stack     []byte
+	}
+)
+
+// Timer ticks and sync reports may outlive their actor; losing them then is
+// expected, not worth a dead-letter log line.
+func (*tick) IgnoreDeadLetterLogging()      {}
+func (*retryTick) IgnoreDeadLetterLogging() {}
+func (*syncDone) IgnoreDeadLetterLogging()  {}
+
+var (
+	errSuspended = errors.New("repository is suspended")
+	errStopped   = errors.New("repository actor stopped")
+)
+
+// syncRun is the sync in flight.
+type syncRun struct {
+	req     SyncRequest
+	started time.Time
+	cancel  context.CancelFunc
+	waiters []chan<- error // SyncNow callers answered when it ends
+}
+
+// repoActor keeps one GitRepository in sync. All fields are touched only on
+// its mailbox; the sync itself runs in a goroutine that reports back.
+type repoActor struct {
+	sys  *System
+	key  string
+	self *actor.PID
+	repo *v1alpha1.GitRepository
+
+	running         *syncRun
+	next            *SyncRequest   // coalesced follow-up
+	waiters         []chan<- error // SyncNow callers waiting for the next sync to start
+	failed          *SyncRequest   // retried when retryTimer fires
+	retries         backoffState
+	lastRequestedAt string
+	removing        bool
+
+	poll, drift, retryTimer *time.Timer
+	stats                   RepoStatus
+}
+
+func (a *repoActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *update:
+		a.update(ctx, m.repo)
+	case *webhook:
+		a.trigger(ctx, SyncRequest{Trigger: TriggerWebhook, Commit: m.commit})
+	case *tick:
+		a.tick(ctx, m.trigger)
+	case *retryTick:
+		if a.failed != nil {
+			a.trigger(ctx, *a.failed)
+		}
+	case *syncNow:
+		a.syncNow(ctx, m.reply)
+	case *getStatus:
+		m.reply <- a.status()
+	case *syncDone:
+		a.finished(ctx, m)
+	case *stop:
+		a.remove(ctx)
+	case *actor.Restarting:
+		// The replacement will sync at once: do not let this one overlap.
+		if a.running != nil {
+			a.running.cancel()
+		}
+		a.halt(errStopped)
+	case *actor.Stopping:
+		// Shutdown lets a running sync finish; System.Shutdown waits for it.
+		a.halt(errStopped)
+	}
+}
+
+func (a *repoActor) start(ctx actor.Context) {
+	a.self = ctx.Self()
+	req := SyncRequest{Trigger: TriggerStartup}
+	if at, ok := a.newRequest(a.repo); ok {
+		req = SyncRequest{Trigger: TriggerManual, RequestedAt: at}
+	}
+	if a.repo.Spec.Suspend {
+		return
+	}
+	a.armTimers()
+	a.trigger(ctx, req)
+}
+
+// update takes a new version of the object. A spec change (new generation)
+// or a new requestedAt asks for a sync; a status-only change does not.
+func (a *repoActor) update(ctx actor.Context, repo *v1alpha1.GitRepository) {
+	old := a.repo
+	a.repo = repo
+	if a.removing {
+		return
+	}
+	at, requested := a.newRequest(repo)
+	switch {
+	case repo.Spec.Suspend:
+		if !old.Spec.Suspend {
+			a.suspend()
+		}
+		return
+	case old.Spec.Suspend || repo.Generation != old.Generation:
+		a.armTimers() // intervals may have changed
+		if !requested {
+			a.trigger(ctx, SyncRequest{Trigger: TriggerSpec})
+		}
+	}
+	if requested {
+		a.trigger(ctx, SyncRequest{Trigger: TriggerManual, RequestedAt: at})
+	}
+}
+
+// newRequest reports a requestedAt annotation not yet handled nor seen.
+func (a *repoActor) newRequest(repo *v1alpha1.GitRepository) (string, bool) {
+	at := repo.Annotations[v1alpha1.AnnotationRequestedAt]
+	if at == "" || at == repo.Status.LastHandledRequestedAt || at == a.lastRequestedAt {
+		return "", false
+	}
+	a.lastRequestedAt = at
+	return at, true
+}
+
+func (a *repoActor) suspend() {
+	a.stopTimers()
+	a.next, a.failed = nil, nil
+	a.answer(a.waiters, errSuspended)
+	a.waiters = nil
+}
+
+func (a *repoActor) tick(ctx actor.Context, trigger Trigger) {
+	if a.repo.Spec.Suspend || a.removing {
+		return // a tick already in flight when the timers stopped
+	}
+	if trigger == TriggerPoll {
+		a.armPoll()
+	} else {
+		a.armDrift()
+	}
+	a.trigger(ctx, SyncRequest{Trigger: trigger})
+}
+
+func (a *repoActor) syncNow(ctx actor.Context, reply chan<- error) {
+	switch {
+	case a.removing:
+		reply <- errStopped
+	case a.repo.Spec.Suspend:
+		reply <- errSuspended
+	default:
+		a.waiters = append(a.waiters, reply)
+		a.trigger(ctx, SyncRequest{Trigger: TriggerManual})
+	}
+}
+
+// trigger starts a sync, or folds the request into the follow-up of the
+// running one.
+func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
+	if a.repo.Spec.Suspend || a.removing {
+		return
+	}
+	if a.running == nil {
+		a.run(ctx, req)
+		return
+	}
+	if a.next != nil {
+		req = a.next.merge(req)
+	}
+	a.next = &req
+}
+
+func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
+	syncCtx, cancel := context.WithTimeout(a.sys.syncCtx, a.repo.Spec.SyncTimeout())
+	run := &syncRun{req: req, started: time.Now(), cancel: cancel, waiters: a.waiters}
+	a.running, a.waiters = run, nil
+	a.stats.LastTrigger = req.Trigger
+	a.sys.cfg.Hooks.SyncStarted(a.key, req)
+
+	repo, syncer, root, self := a.repo.DeepCopy(), a.sys.cfg.Syncer, ctx.ActorSystem().Root, ctx.Self()
+	a.sys.syncs.Add(1)
+	go func() {
+		defer a.sys.syncs.Done()
+		defer cancel()
+		done := &syncDone{run: run}
+		defer func() {
+			if r := recover(); r != nil {
+				done.recovered, done.stack = r, debug.Stack()
+			}
+			root.Send(self, done)
+		}()
+		done.err = syncer.Sync(syncCtx, repo, req)
+	}()
+}
+
+func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
+	if d.run != a.running {
+		return // from the incarnation before a restart
+	}
+	a.running = nil
+	req := d.run.req
+	if d.recovered != nil {
+		err := fmt.Errorf("sync of %s panicked: %v", a.key, d.recovered)
+		a.answer(d.run.waiters, err)
+		a.halt(err)
+		a.sys.log.Error("sync panicked", zap.String("repo", a.key), zap.ByteString("stack", d.stack))
+		panic(err) // crash this actor alone; the supervisor restarts it
+	}
+	took := time.Since(d.run.started)
+	a.stats.Syncs++
+	a.stats.LastError = d.err
+	a.sys.cfg.Hooks.SyncFinished(a.key, req, took, d.err)
+	a.answer(d.run.waiters, d.err)
+
+	if a.removing {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	if d.err != nil {
+		a.retryLater(req, d.err)
+	} else {
+		a.retries.reset()
+		stopTimer(a.retryTimer)
+		a.failed = nil
+	}
+	if a.next != nil {
+		next := *a.next
+		a.next = nil
+		a.trigger(ctx, next)
+	}
+}
+
+func (a *repoActor) retryLater(req SyncRequest, err error) {
+	delay := a.retries.next(a.sys.cfg.Backoff, time.Now(), rand.Float64())
+	a.sys.log.Warn("sync failed; retrying",
+		zap.String("repo", a.key), zap.String("trigger", string(req.Trigger)),
+		zap.Duration("delay", delay), zap.Error(err))
+	a.failed = &req
+	stopTimer(a.retryTimer)
+	a.retryTimer = a.after(delay, &retryTick{})
+}
+
+// remove stops the actor once no sync runs; the supervisor then calls
+// OnRemove.
+func (a *repoActor) remove(ctx actor.Context) {
+	a.removing = true
+	a.halt(errStopped)
+	if a.running == nil {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	a.running.cancel()
+}
+
+// halt stops the timers and answers every waiting SyncNow.
+func (a *repoActor) halt(err error) {
+	a.stopTimers()
+	a.next = nil
+	a.answer(a.waiters, err)
+	a.waiters = nil
+	if a.running != nil && !a.removing {
+		a.answer(a.running.waiters, err)
+		a.running.waiters = nil
+	}
+}
+
+func (a *repoActor) answer(waiters []chan<- error, err error) {
+	for _, w := range waiters {
+		w <- err // buffered: never blocks
+	}
+}
+
+func (a *repoActor) armTimers() {
+	stopTimer(a.poll)
+	stopTimer(a.drift)
+	a.armPoll()
+	a.armDrift()
+}
+
+func (a *repoActor) armPoll() {
+	a.poll = a.after(jitter(a.repo.Spec.PollInterval()), &tick{trigger: TriggerPoll})
+}
+
+// armDrift skips the drift timer of a repository whose drift mode is Ignore.
+func (a *repoActor) armDrift() {
+	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
+		a.drift = a.after(jitter(a.repo.Spec.DriftInterval()), &tick{trigger: TriggerReconcile})
+	}
+}
+
+func (a *repoActor) stopTimers() {
+	stopTimer(a.poll)
+	stopTimer(a.drift)
+	stopTimer(a.retryTimer)
+}
+
+// after sends msg to the actor after d, without a goroutine while waiting.
+func (a *repoActor) after(d time.Duration, msg any) *time.Timer {
+	root, self := a.sys.root, a.self
+	return time.AfterFunc(d, func() { root.Send(self, msg) })
+}
+
+func (a *repoActor) status() RepoStatus {
+	st := a.stats
+	st.Key, st.Pending = a.key, a.next != nil
+	st.Generation, st.ResourceVersion = a.repo.Generation, a.repo.ResourceVersion
+	switch {
+	case a.running != nil:
+		st.State = StateSyncing
+	case a.repo.Spec.Suspend:
+		st.State = StateSuspended
+	default:
+		st.State = StateIdle
+	}
+	return st
+}

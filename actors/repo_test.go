@@ -1,0 +1,282 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+func TestStatusAnsweredWhileSyncing(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, _ SyncRequest) error {
+		<-release
+		return nil
+	}}
+	s := start(t, Config{Syncer: rec})
+	s.Upsert(newRepo("ns", "a", 7, time.Hour))
+
+	st := waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+	if st.LastTrigger != TriggerStartup || st.Generation != 7 || st.Syncs != 0 {
+		t.Fatalf("status during the startup sync = %+v, want trigger startup, generation 7, 0 syncs", st)
+	}
+}
+
+func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
+	release := make(chan struct{})
+	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
+		if req.Trigger == TriggerStartup {
+			<-release
+		}
+		return nil
+	}}
+	s := start(t, Config{Syncer: rec})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+	waitStatus(t, s, "ns/a", "startup sync running", func(st RepoStatus) bool { return st.State == StateSyncing })
+
+	key := types.NamespacedName{Namespace: "ns", Name: "a"}
+	for i := range 50 {
+		if err := s.Webhook(key, fmt.Sprintf("commit-%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The mailbox is FIFO: this answer comes after all 50 webhooks.
+	if st := status(t, s, "ns/a"); st.State != StateSyncing || !st.Pending {
+		t.Fatalf("after 50 webhooks status = %+v, want syncing with one follow-up pending", st)
+	}
+	close(release)
+
+	st := waitStatus(t, s, "ns/a", "two syncs done", func(st RepoStatus) bool { return st.Syncs == 2 })
+	// The follow-up would start in the same step that finished the second
+	// sync, so idle and nothing pending here means there is no third.
+	if st.State != StateIdle || st.Pending {
+		t.Fatalf("status = %+v, want idle with nothing pending", st)
+	}
+	calls := rec.of("ns/a")
+	want := []SyncRequest{{Trigger: TriggerStartup}, {Trigger: TriggerWebhook, Commit: "commit-49"}}
+	if len(calls) != 2 || calls[0].req != want[0] || calls[1].req != want[1] {
+		t.Fatalf("syncs = %+v, want %+v", calls, want)
+	}
+}
+
+func TestWebhookForUnknownRepository(t *testing.T) {
+	s := start(t, Config{Syncer: &recorder{}})
+	err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "missing"}, "abc")
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Webhook to an unknown repository = %v, want ErrNotFound", err)
+	}
+}
+
+func TestSyncNowWaitsForASyncStartedAfterTheRequest(t *testing.T) {
+	release := make(chan struct{})
+	failFollowUp := errors.New("follow-up failed")
+	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
+		if req.Trigger == TriggerStartup {
+			<-release
+			return nil
+		}
+		return failFollowUp
+	}}
+	s := start(t, Config{Syncer: rec, Backoff: Backoff{Base: time.Hour}})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+	waitStatus(t, s, "ns/a", "startup sync running", func(st RepoStatus) bool { return st.State == StateSyncing })
+
+	got := make(chan error, 1)
+	go func() { got <- s.SyncNow(context.Background(), "ns/a") }()
+	waitStatus(t, s, "ns/a", "SyncNow queued", func(st RepoStatus) bool { return st.Pending })
+	close(release) // the startup sync succeeds; SyncNow must wait for the next one
+	if err := <-got; !errors.Is(err, failFollowUp) {
+		t.Fatalf("SyncNow = %v, want the error of the sync started after it", err)
+	}
+	if tr := triggers(rec.of("ns/a")); !slices.Equal(tr, []Trigger{TriggerStartup, TriggerManual}) {
+		t.Fatalf("triggers = %v, want startup then manual", tr)
+	}
+}
+
+func TestSuspendStopsTimersAndTriggersAndResumeRestartsThem(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	synced := make(chan SyncRequest, 1000)
+	rec := &recorder{fn: func(_ context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
+		synced <- req
+		return nil
+	}}
+	s := start(t, Config{Syncer: rec})
+	s.Upsert(newRepo("ns", "a", 1, interval))
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := countTrigger(rec.of("ns/a"), TriggerPoll); n < 3 {
+			return fmt.Errorf("%d poll syncs so far", n)
+		}
+		return nil
+	})
+
+	suspended := newRepo("ns", "a", 2, interval)
+	suspended.Spec.Suspend = true
+	s.Upsert(suspended)
+	waitStatus(t, s, "ns/a", "suspended and idle", func(st RepoStatus) bool { return st.State == StateSuspended })
+	if err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncNow(context.Background(), "ns/a"); !errors.Is(err, errSuspended) {
+		t.Fatalf("SyncNow while suspended = %v, want errSuspended", err)
+	}
+	drain(synced)
+	// Nothing may sync during ten poll periods.
+	select {
+	case req := <-synced:
+		t.Fatalf("suspended repository synced: %+v", req)
+	case <-time.After(10 * interval):
+	}
+
+	s.Upsert(newRepo("ns", "a", 3, interval))
+	if req := <-synced; req.Trigger != TriggerSpec {
+		t.Fatalf("first sync after resume = %+v, want trigger spec", req)
+	}
+	for range 2 {
+		if req := <-synced; req.Trigger != TriggerPoll {
+			t.Fatalf("sync after resume = %+v, want polls again", req)
+		}
+	}
+}
+
+func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
+	const crashes = 4
+	var badSyncs atomic.Int32
+	rec := &recorder{fn: func(_ context.Context, repo *v1alpha1.GitRepository, _ SyncRequest) error {
+		if repo.Name == "bad" && badSyncs.Add(1) <= crashes {
+			panic("boom")
+		}
+		return nil
+	}}
+	hooks := &hookRecorder{}
+	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: Backoff{Base: 40 * time.Millisecond, Max: 10 * time.Second}})
+	s.Upsert(newRepo("ns", "bad", 1, time.Hour))
+	s.Upsert(newRepo("ns", "good1", 1, 20*time.Millisecond))
+	s.Upsert(newRepo("ns", "good2", 1, 20*time.Millisecond))
+
+	st := waitStatus(t, s, "ns/bad", "bad synced after its crashes", func(st RepoStatus) bool { return st.Syncs == 1 })
+	if st.LastError != nil || st.LastTrigger != TriggerStartup {
+		t.Fatalf("bad after restarts = %+v, want a clean startup sync", st)
+	}
+	restarts := hooks.of("ns/bad")
+	if len(restarts) != crashes {
+		t.Fatalf("bad restarted %d times, want %d", len(restarts), crashes)
+	}
+	for i := 2; i < len(restarts); i++ {
+		prev, gap := restarts[i-1].Sub(restarts[i-2]), restarts[i].Sub(restarts[i-1])
+		if gap <= prev {
+			t.Fatalf("restart gaps %v then %v: want each longer than the last", prev, gap)
+		}
+	}
+	for _, key := range []string{"ns/good1", "ns/good2"} {
+		if n := len(hooks.of(key)); n != 0 {
+			t.Fatalf("%s restarted %d times, want 0", key, n)
+		}
+		during := 0
+		for _, c := range rec.of(key) {
+			if c.at.After(restarts[0]) && c.at.Before(restarts[len(restarts)-1]) {
+				during++
+			}
+		}
+		if during < 2 {
+			t.Fatalf("%s synced %d times while bad was crashing, want it to keep polling", key, during)
+		}
+	}
+}
+
+func TestFailedSyncIsRetriedWithBackoffNotRestarted(t *testing.T) {
+	const failures = 3
+	var n atomic.Int32
+	rec := &recorder{fn: func(context.Context, *v1alpha1.GitRepository, SyncRequest) error {
+		if n.Add(1) <= failures {
+			return errors.New("bad credentials")
+		}
+		return nil
+	}}
+	hooks := &hookRecorder{}
+	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: Backoff{Base: 30 * time.Millisecond, Max: 10 * time.Second}})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+
+	st := waitStatus(t, s, "ns/a", "succeeded after retries", func(st RepoStatus) bool { return st.Syncs == failures+1 })
+	if st.LastError != nil {
+		t.Fatalf("last error = %v, want nil after the successful retry", st.LastError)
+	}
+	calls := rec.of("ns/a")
+	if tr := triggers(calls); !slices.Equal(tr, []Trigger{TriggerStartup, TriggerStartup, TriggerStartup, TriggerStartup}) {
+		t.Fatalf("triggers = %v, want the failed startup sync retried", tr)
+	}
+	for i := 2; i < len(calls); i++ {
+		prev, gap := calls[i-1].at.Sub(calls[i-2].at), calls[i].at.Sub(calls[i-1].at)
+		if gap <= prev {
+			t.Fatalf("retry gaps %v then %v: want each longer than the last", prev, gap)
+		}
+	}
+	if r := hooks.of("ns/a"); len(r) != 0 {
+		t.Fatalf("a failed sync restarted the actor %d times", len(r))
+	}
+}
+
+func countTrigger(calls []call, tr Trigger) int {
+	n := 0
+	for _, c := range calls {
+		if c.req.Trigger == tr {
+			n++
+		}
+	}
+	return n
+}
+
+func drain(ch <-chan SyncRequest) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+func TestSyncContextHasTheSpecTimeout(t *testing.T) {
+	deadlines := make(chan time.Duration, 1)
+	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, _ SyncRequest) error {
+		d, _ := ctx.Deadline()
+		deadlines <- time.Until(d)
+		return nil
+	}}
+	s := start(t, Config{Syncer: rec})
+	repo := newRepo("ns", "a", 1, time.Hour)
+	repo.Spec.Timeout.Duration = 42 * time.Second
+	s.Upsert(repo)
+	if d := <-deadlines; d <= 40*time.Second || d > 42*time.Second {
+		t.Fatalf("sync deadline in %v, want about the spec's 42s timeout", d)
+	}
+}
+
+func TestIdleActorsHoldNoGoroutines(t *testing.T) {
+	const n = 2000
+	before := runtime.NumGoroutine()
+	rec := &recorder{}
+	s := start(t, Config{Syncer: rec})
+	for i := range n {
+		s.Upsert(newRepo("ns", fmt.Sprintf("r%04d", i), 1, time.Hour))
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if got := len(rec.all()); got != n {
+			return fmt.Errorf("%d of %d startup syncs done", got, n)
+		}
+		// A handful for the supervisor and mailboxes still draining.
+		if extra := runtime.NumGoroutine() - before; extra > 10 {
+			return fmt.Errorf("%d goroutines more than before %d idle actors", extra, n)
+		}
+		return nil
+	})
+}

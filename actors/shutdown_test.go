@@ -1,0 +1,75 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+// blockingSync returns a Syncer whose syncs run until release is closed or
+// their context ends, reporting which on ended.
+func blockingSync(release <-chan struct{}, ended chan<- error) *recorder {
+	return &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, _ SyncRequest) error {
+		select {
+		case <-release:
+			ended <- nil
+		case <-ctx.Done():
+			ended <- ctx.Err()
+		}
+		return nil
+	}}
+}
+
+func TestShutdownWaitsForRunningSyncs(t *testing.T) {
+	release, ended := make(chan struct{}), make(chan error, 1)
+	s := NewSystem(Config{Syncer: blockingSync(release, ended)})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+	waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+
+	done := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		close(done)
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if keys := s.Keys(); len(keys) != 0 {
+			return fmt.Errorf("actors still alive: %v", keys)
+		}
+		return nil
+	})
+	select {
+	case <-done:
+		t.Fatal("Shutdown returned while a sync was running")
+	default:
+	}
+	close(release)
+	<-done
+	if err := <-ended; err != nil {
+		t.Fatalf("the running sync ended with %v, want it to finish undisturbed", err)
+	}
+}
+
+func TestShutdownCancelsSyncsWhenItsContextEnds(t *testing.T) {
+	release, ended := make(chan struct{}), make(chan error, 1)
+	defer close(release)
+	s := NewSystem(Config{Syncer: blockingSync(release, ended)})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+	waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	s.Shutdown(ctx)
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the running sync ended with %v, want it cancelled", err)
+	}
+	if err := s.Watch(context.Background(), env.Dynamic, ""); err == nil {
+		t.Fatal("Watch after Shutdown succeeded, want an error")
+	}
+}

@@ -1,0 +1,172 @@
+package actors
+
+import (
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+// Messages to the supervisor.
+type (
+	upsert struct{ repo *v1alpha1.GitRepository }
+	remove struct{ key string }
+	// restart ends a crashed child's backoff delay.
+	restart struct {
+		key string
+		pid *actor.PID
+		sup actor.Supervisor
+	}
+)
+
+// child is the supervisor's record of one repository actor.
+type child struct {
+	pid *actor.PID
+	// repo is the latest object, read by the producer when the actor
+	// (re)starts on its own goroutine.
+	repo         atomic.Pointer[v1alpha1.GitRepository]
+	restarts     backoffState
+	restartTimer *time.Timer
+	crashed      bool // waiting out its backoff, mailbox suspended
+	removing     bool
+	recreate     *v1alpha1.GitRepository // upserted again while the old actor was stopping
+}
+
+// supervisor is the parent of every repository actor. It implements
+// actor.SupervisorStrategy itself so that it keeps each child's backoff
+// next to the child: a crash is handled one-for-one, on its own mailbox.
+type supervisor struct {
+	sys      *System
+	self     *actor.PID
+	children map[string]*child
+	stopping bool
+}
+
+func (s *supervisor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		s.self = ctx.Self()
+	case *upsert:
+		s.upsert(ctx, m.repo)
+	case *remove:
+		s.remove(ctx, m.key)
+	case *restart:
+		s.restart(m)
+	case *actor.Terminated:
+		s.terminated(ctx, m.Who)
+	case *actor.Stopping:
+		s.stopping = true
+		for _, c := range s.children {
+			stopTimer(c.restartTimer)
+		}
+	}
+}
+
+func (s *supervisor) upsert(ctx actor.Context, repo *v1alpha1.GitRepository) {
+	if s.stopping {
+		return
+	}
+	c := s.children[repo.Key()]
+	switch {
+	case c == nil:
+		s.spawn(ctx, repo)
+	case c.removing:
+		c.recreate = repo
+	default:
+		c.repo.Store(repo)
+		ctx.Send(c.pid, &update{repo: repo})
+	}
+}
+
+func (s *supervisor) spawn(ctx actor.Context, repo *v1alpha1.GitRepository) {
+	key := repo.Key()
+	c := &child{}
+	c.repo.Store(repo)
+	props := actor.PropsFromProducer(func() actor.Actor { return &repoActor{sys: s.sys, key: key, repo: c.repo.Load()} })
+	pid, err := ctx.SpawnNamed(props, key)
+	if err != nil {
+		s.sys.log.Error("spawn repository actor", zap.String("repo", key), zap.Error(err))
+		return
+	}
+	c.pid = pid
+	s.children[key] = c
+	s.sys.register(key, pid)
+	s.sys.cfg.Hooks.ActorStarted(key)
+}
+
+func (s *supervisor) remove(ctx actor.Context, key string) {
+	c := s.children[key]
+	if c == nil || c.removing {
+		return
+	}
+	c.removing, c.recreate = true, nil
+	if c.crashed {
+		// A crashed actor's mailbox is suspended: only a system stop reaches it.
+		stopTimer(c.restartTimer)
+		ctx.Stop(c.pid)
+		return
+	}
+	ctx.Send(c.pid, &stop{})
+}
+
+// HandleFailure is called on the supervisor's mailbox when a repository
+// actor panics. It restarts that actor alone after its next backoff delay.
+func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	key := s.keyOf(who)
+	c := s.children[key]
+	if c == nil || !c.pid.Equal(who) || c.removing || s.stopping {
+		sup.StopChildren(who)
+		return
+	}
+	delay := c.restarts.next(s.sys.cfg.Backoff, time.Now(), rand.Float64())
+	s.sys.log.Error("repository actor crashed; restarting it",
+		zap.String("repo", key), zap.Any("reason", reason), zap.Duration("delay", delay))
+	c.crashed = true
+	root, self := s.sys.root, s.self
+	c.restartTimer = time.AfterFunc(delay, func() { root.Send(self, &restart{key: key, pid: who, sup: sup}) })
+}
+
+func (s *supervisor) restart(m *restart) {
+	c := s.children[m.key]
+	if c == nil || !c.pid.Equal(m.pid) || c.removing || s.stopping {
+		return
+	}
+	c.crashed = false
+	s.sys.cfg.Hooks.ActorRestarted(m.key)
+	m.sup.RestartChildren(m.pid)
+}
+
+func (s *supervisor) terminated(ctx actor.Context, who *actor.PID) {
+	key := s.keyOf(who)
+	c := s.children[key]
+	if c == nil || !c.pid.Equal(who) {
+		return
+	}
+	stopTimer(c.restartTimer)
+	delete(s.children, key)
+	s.sys.register(key, nil)
+	s.sys.cfg.Hooks.ActorStopped(key)
+	if !c.removing {
+		return
+	}
+	s.sys.cfg.OnRemove(key)
+	if c.recreate != nil && !s.stopping {
+		s.spawn(ctx, c.recreate)
+	}
+}
+
+// keyOf turns a child's PID ("<supervisor>/<namespace>/<name>") into its key.
+func (s *supervisor) keyOf(pid *actor.PID) string {
+	return strings.TrimPrefix(pid.Id, s.self.Id+"/")
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}

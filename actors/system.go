@@ -1,0 +1,301 @@
+// Package actors runs ALUMIINI's actor tree (design.md §2) on protoactor-go:
+// a supervisor with one actor per GitRepository, restarted one-for-one with
+// exponential backoff, and a watcher actor fed by an informer. A repository
+// actor owns its timers and triggers and runs at most one sync at a time, off
+// its mailbox, through the Syncer it is given. docs/actors.md explains the
+// choices.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+)
+
+// Trigger says why a sync runs.
+type Trigger string
+
+const (
+	TriggerWebhook   Trigger = "webhook"
+	TriggerManual    Trigger = "manual" // requestedAt annotation or SyncNow
+	TriggerSpec      Trigger = "spec"   // the spec changed (new generation, or resumed)
+	TriggerPoll      Trigger = "poll"
+	TriggerReconcile Trigger = "reconcile"
+	TriggerStartup   Trigger = "startup"
+)
+
+// priority orders triggers: a follow-up sync carries the most urgent trigger
+// that arrived while the actor was busy. A spec change ranks below a manual
+// request and above the timers.
+func (t Trigger) priority() int {
+	switch t {
+	case TriggerWebhook:
+		return 5
+	case TriggerManual:
+		return 4
+	case TriggerSpec:
+		return 3
+	case TriggerPoll:
+		return 2
+	case TriggerReconcile:
+		return 1
+	}
+	return 0
+}
+
+// SyncRequest is what one sync is asked to do.
+type SyncRequest struct {
+	Trigger     Trigger
+	Commit      string // the pushed commit, for webhooks
+	RequestedAt string // the requestedAt annotation handled, for manual syncs
+}
+
+// merge coalesces a pending request with a new one: the more urgent trigger,
+// and the latest commit and requestedAt either carries.
+func (r SyncRequest) merge(o SyncRequest) SyncRequest {
+	if o.Trigger.priority() >= r.Trigger.priority() {
+		r.Trigger = o.Trigger
+	}
+	if o.Commit != "" {
+		r.Commit = o.Commit
+	}
+	if o.RequestedAt != "" {
+		r.RequestedAt = o.RequestedAt
+	}
+	return r
+}
+
+// Syncer runs one sync of one repository. An error is a failed sync, retried
+// on the backoff schedule; a panic crashes the repository's actor.
+type Syncer interface {
+	Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error
+}
+
+// Hooks observes the actor tree, for metrics. Calls come from many
+// goroutines and must not block.
+type Hooks interface {
+	ActorStarted(key string)
+	ActorRestarted(key string)
+	ActorStopped(key string)
+	SyncStarted(key string, req SyncRequest)
+	SyncFinished(key string, req SyncRequest, took time.Duration, err error)
+}
+
+// NopHooks ignores everything; embed it to observe only some events.
+type NopHooks struct{}
+
+func (NopHooks) ActorStarted(string)                                    {}
+func (NopHooks) ActorRestarted(string)                                  {}
+func (NopHooks) ActorStopped(string)                                    {}
+func (NopHooks) SyncStarted(string, SyncRequest)                        {}
+func (NopHooks) SyncFinished(string, SyncRequest, time.Duration, error) {}
+
+// Config configures a System. Syncer is required.
+type Config struct {
+	Syncer  Syncer
+	Logger  *zap.Logger // nil logs nothing
+	Backoff Backoff     // restart and retry schedule; zero value is 1s..60s
+	// OnRemove is called, on the supervisor's goroutine, once a deleted
+	// repository's actor has stopped and its last sync has returned: the
+	// place to evict caches and remove checkouts. Keep it quick.
+	OnRemove func(key string)
+	Hooks    Hooks // nil observes nothing
+}
+
+// State is what a repository actor is doing.
+type State string
+
+const (
+	StateIdle      State = "idle"
+	StateSyncing   State = "syncing"
+	StateSuspended State = "suspended"
+)
+
+// RepoStatus is a repository actor's view of itself. Counters restart with
+// the actor.
+type RepoStatus struct {
+	Key             string
+	State           State
+	Pending         bool   // a follow-up sync is queued
+	Generation      int64  // spec generation the actor holds
+	ResourceVersion string // of the object the actor holds
+	LastTrigger     Trigger
+	LastError       error // of the last finished sync
+	Syncs           int   // finished syncs
+}
+
+// ErrNotFound means no actor runs for the repository.
+var ErrNotFound = errors.New("no actor for this GitRepository")
+
+// System is the running actor tree.
+type System struct {
+	cfg         Config
+	log         *zap.Logger
+	actors      *actor.ActorSystem
+	root        *actor.RootContext
+	supervisor  *actor.PID
+	syncCtx     context.Context // parent of every sync's context
+	cancelSyncs context.CancelFunc
+	syncs       sync.WaitGroup
+
+	mu     sync.RWMutex
+	pids   map[string]*actor.PID // live repository actors, kept by the supervisor
+	watch  *watch
+	closed bool
+}
+
+// NewSystem starts the actor system and the supervisor.
+func NewSystem(cfg Config) *System {
+	if cfg.Syncer == nil {
+		panic("actors: Config.Syncer is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = NopHooks{}
+	}
+	if cfg.OnRemove == nil {
+		cfg.OnRemove = func(string) {}
+	}
+	cfg.Backoff = cfg.Backoff.withDefaults()
+	s := &System{cfg: cfg, log: cfg.Logger, pids: map[string]*actor.PID{}}
+	s.syncCtx, s.cancelSyncs = context.WithCancel(context.Background())
+	protoLog := slog.New(newZapHandler(cfg.Logger.Named("protoactor")))
+	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
+	s.root = s.actors.Root
+	s.supervisor = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &supervisor{sys: s, children: map[string]*child{}} }))
+	return s
+}
+
+// Root is the actor system's root context, for spawning siblings such as
+// the cache actor.
+func (s *System) Root() *actor.RootContext { return s.root }
+
+// Upsert spawns the repository's actor or hands it the new object. The
+// object must not be modified afterwards.
+func (s *System) Upsert(repo *v1alpha1.GitRepository) {
+	s.root.Send(s.supervisor, &upsert{repo: repo})
+}
+
+// Remove stops the repository's actor for good, after its running sync.
+func (s *System) Remove(key string) { s.root.Send(s.supervisor, &remove{key: key}) }
+
+// Webhook queues a webhook sync of the given commit. It never blocks.
+func (s *System) Webhook(key types.NamespacedName, commit string) error {
+	pid := s.lookup(key.String())
+	if pid == nil {
+		return fmt.Errorf("webhook for GitRepository %s: %w", key, ErrNotFound)
+	}
+	s.root.Send(pid, &webhook{commit: commit})
+	return nil
+}
+
+// SyncNow asks for a sync and waits for one that started after the request
+// to finish, returning its error.
+func (s *System) SyncNow(ctx context.Context, key string) error {
+	reply := make(chan error, 1)
+	if err := s.send(key, &syncNow{reply: reply}); err != nil {
+		return fmt.Errorf("sync %s now: %w", key, err)
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("sync %s now: %w", key, ctx.Err())
+	}
+}
+
+// Status asks the repository's actor what it is doing; it answers while a
+// sync runs.
+func (s *System) Status(ctx context.Context, key string) (RepoStatus, error) {
+	reply := make(chan RepoStatus, 1)
+	if err := s.send(key, &getStatus{reply: reply}); err != nil {
+		return RepoStatus{}, fmt.Errorf("status of %s: %w", key, err)
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-ctx.Done():
+		return RepoStatus{}, fmt.Errorf("status of %s: %w", key, ctx.Err())
+	}
+}
+
+// Keys lists the repositories that have a live actor, sorted.
+func (s *System) Keys() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := make([]string, 0, len(s.pids))
+	for k := range s.pids {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Shutdown stops the watcher and every actor, waits for running syncs
+// until ctx is done, then cancels those still running.
+func (s *System) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	w := s.watch
+	s.mu.Unlock()
+
+	if w != nil {
+		w.stop(s.root)
+	}
+	if err := s.root.StopFuture(s.supervisor).Wait(); err != nil {
+		s.log.Error("stop repository actors", zap.Error(err))
+	}
+	done := make(chan struct{})
+	go func() {
+		s.syncs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("shutdown: cancelling syncs still running", zap.Error(ctx.Err()))
+	}
+	s.cancelSyncs()
+	s.actors.Shutdown()
+}
+
+func (s *System) lookup(key string) *actor.PID {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pids[key]
+}
+
+func (s *System) send(key string, msg any) error {
+	pid := s.lookup(key)
+	if pid == nil {
+		return ErrNotFound
+	}
+	s.root.Send(pid, msg)
+	return nil
+}
+
+func (s *System) register(key string, pid *actor.PID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pid == nil {
+		delete(s.pids, key)
+	} else {
+		s.pids[key] = pid
+	}
+}

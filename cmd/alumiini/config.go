@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// config is every flag of design.md §3, after ALUMIINI_* environment
+// variables and defaults were applied.
+type config struct {
+	Kubeconfig         string
+	WatchNamespace     string
+	WebhookAddr        string
+	MetricsAddr        string
+	HealthAddr         string
+	WebhookSecretFile  string
+	WebhookInsecure    bool
+	CDEventsSink       string
+	LeaderElect        bool
+	LeaseNamespace     string
+	LeaseDuration      time.Duration
+	RenewDeadline      time.Duration
+	RetryPeriod        time.Duration
+	ShutdownTimeout    time.Duration
+	MaxConcurrentSyncs int
+	CacheDir           string
+	LogLevel           string
+	LogFormat          string
+	Version            bool
+}
+
+// envName is the environment twin of a flag: --cache-dir → ALUMIINI_CACHE_DIR.
+func envName(flagName string) string {
+	return "ALUMIINI_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags, falling back to their ALUMIINI_* variables; a
+// flag given on the command line wins over its variable.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("alumiini", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&c.WatchNamespace, "watch-namespace", "", "only watch GitRepositories in this namespace (default: all)")
+	fs.StringVar(&c.WebhookAddr, "webhook-addr", ":8080", "address of the webhook HTTP server")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9090", "address of the Prometheus /metrics server")
+	fs.StringVar(&c.HealthAddr, "health-addr", ":8081", "address of the /healthz and /readyz server")
+	fs.StringVar(&c.WebhookSecretFile, "webhook-secret-file", "", "file holding the controller-wide webhook secret")
+	fs.BoolVar(&c.WebhookInsecure, "webhook-insecure", false, "accept unsigned webhooks when no secret applies (development only)")
+	fs.StringVar(&c.CDEventsSink, "cdevents-sink", "", "URL that receives CDEvents as CloudEvents over HTTP")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "elect a leader through a coordination.k8s.io Lease")
+	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace, else alumiini-system)")
+	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
+	fs.DurationVar(&c.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up leadership")
+	fs.DurationVar(&c.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "interval between leader election attempts")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on waiting for running syncs at shutdown")
+	fs.IntVar(&c.MaxConcurrentSyncs, "max-concurrent-syncs", 16, "how many repositories sync at once; the others wait their turn")
+	fs.StringVar(&c.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "alumiini"), "directory for git checkouts")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log format: console or json (default: json in-cluster, console otherwise)")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v := getenv(envName(f.Name))
+		if v == "" {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: alumiini takes flags only (see --help)", fs.Arg(0))
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "console"
+		if getenv("KUBERNETES_SERVICE_HOST") != "" {
+			c.LogFormat = "json"
+		}
+	}
+	if c.LeaseNamespace == "" {
+		c.LeaseNamespace = getenv("POD_NAMESPACE")
+		if c.LeaseNamespace == "" {
+			c.LeaseNamespace = "alumiini-system"
+		}
+	}
+	return c, c.validate()
+}
+
+// validate checks values the flag package cannot, naming the flag at fault.
+func (c config) validate() error {
+	var errs []error
+	for _, a := range []struct{ flag, addr string }{
+		{"webhook-addr", c.WebhookAddr}, {"metrics-addr", c.MetricsAddr}, {"health-addr", c.HealthAddr},
+	} {
+		if a.addr == "" || a.addr == "0" {
+			continue // disabled
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: want host:port such as :8080 (%v)", a.flag, a.addr, err))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "console", "json":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q: want console or json", c.LogFormat))
+	}
+	if c.CDEventsSink != "" {
+		u, err := url.Parse(c.CDEventsSink)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--cdevents-sink %q: want an http:// or https:// URL", c.CDEventsSink))
+		}
+	}
+	if c.LeaderElect && !(c.RetryPeriod > 0 && c.RetryPeriod < c.RenewDeadline && c.RenewDeadline < c.LeaseDuration) {
+		errs = append(errs, fmt.Errorf("leader election timings: want 0 < retry-period (%v) < renew-deadline (%v) < lease-duration (%v)",
+			c.RetryPeriod, c.RenewDeadline, c.LeaseDuration))
+	}
+	if c.MaxConcurrentSyncs < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-syncs %d: want at least 1", c.MaxConcurrentSyncs))
+	}
+	if c.CacheDir == "" {
+		errs = append(errs, errors.New("--cache-dir is empty: give a writable directory for git checkouts"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,276 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+// The helpers below run the real alumiini binary as a subprocess against
+// the package's control plane.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// controllerBinary builds cmd/alumiini once per test run.
+func controllerBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "alumiini-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "alumiini")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/alumiini")
+		cmd.Dir = testenv.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/alumiini: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// kubeconfigFile writes a kubeconfig for the control plane, once per test.
+func kubeconfigFile(t *testing.T) string {
+	t.Helper()
+	kc, err := env.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is one running controller.
+type proc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	webhook string
+	metrics string
+	health  string
+	done    chan error
+	mu      sync.Mutex
+	logs    bytes.Buffer
+}
+
+// startController runs the binary with its servers on free loopback ports;
+// extra flags come last and win. The process is stopped with SIGTERM when
+// the test ends, if it is still running.
+func startController(t *testing.T, extra ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
+	args := append([]string{
+		"--kubeconfig", kubeconfigFile(t),
+		"--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health,
+		"--cache-dir", t.TempDir(), "--log-level", "debug", "--shutdown-timeout", "20s",
+	}, extra...)
+	p.cmd = exec.Command(controllerBinary(t), args...)
+	p.cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST=")
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				_ = p.cmd.Process.Kill()
+			}
+		}
+		if t.Failed() {
+			t.Logf("controller logs:\n%s", p.Logs())
+		}
+	})
+	return p
+}
+
+// Logs returns what the controller printed so far.
+func (p *proc) Logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// waitReady polls /readyz.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		code, _, err := httpGet("http://" + p.health + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("/readyz = %d", code)
+		}
+		return nil
+	})
+}
+
+// stop sends SIGTERM and returns the exit error and how long it took.
+func (p *proc) stop(t *testing.T) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		return err, time.Since(start)
+	case <-time.After(45 * time.Second):
+		t.Fatalf("controller did not exit within 45s of SIGTERM")
+		return nil, 0
+	}
+}
+
+func httpGet(url string) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// metricValue sums the samples of a metric whose label set contains every
+// given label="value" pair, from the text exposition format.
+func (p *proc) metricValue(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	_, body, err := httpGet("http://" + p.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// createRepo creates a GitRepository.
+func createRepo(t *testing.T, ns, name string, spec map[string]any) {
+	t.Helper()
+	_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).
+		Create(context.Background(), gitRepo(ns, name, spec), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create GitRepository %s/%s: %v", ns, name, err)
+	}
+}
+
+// getRepo reads a GitRepository.
+func getRepo(t *testing.T, ns, name string) *v1alpha1.GitRepository {
+	t.Helper()
+	u, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var repo v1alpha1.GitRepository
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &repo); err != nil {
+		t.Fatal(err)
+	}
+	return &repo
+}
+
+// waitSynced waits until the GitRepository reports phase at commit.
+func waitPhase(t *testing.T, ns, name string, phase v1alpha1.Phase, commit string, timeout time.Duration) *v1alpha1.GitRepository {
+	t.Helper()
+	var repo *v1alpha1.GitRepository
+	testenv.Eventually(t, timeout, func() error {
+		repo = getRepo(t, ns, name)
+		st := repo.Status
+		if st.Phase != phase || (commit != "" && st.LastAttemptedCommit != commit) {
+			return fmt.Errorf("phase %q attempted %q message %q; want %s at %s", st.Phase, st.LastAttemptedCommit, st.Message, phase, commit)
+		}
+		return nil
+	})
+	return repo
+}
+
+func configMapYAML(name, ns, value string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  value: %q\n", name, ns, value)
+}
+
+// configMapValue returns data.value of a ConfigMap, or "" when absent.
+func configMapValue(ns, name string) (string, string) {
+	cm, err := env.Kube.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return "", ""
+	}
+	return cm.Data["value"], cm.ResourceVersion
+}
+
+var _ = unstructured.Unstructured{}
