@@ -48,6 +48,7 @@ type Options struct {
 	Force           bool                 // spec.force
 	Inventory       []v1alpha1.ObjectRef // previous inventory (from status)
 	Hashes          map[string]string    // previous content hashes, keyed by ObjectKey(ref)
+	RolloutRef      string               // spec.rolloutRef.name: the KULTA Rollout that takes the Deployment
 }
 
 // ObjectError is one object the API server (or ALUMIINI) refused.
@@ -67,6 +68,10 @@ type Result struct {
 	Pruned    []v1alpha1.ObjectRef
 	Failed    []ObjectError
 	Hashes    map[string]string // content hashes for the next sync, keyed by ObjectKey
+	// HandedOver lists the Deployments sent to the Rollout of
+	// Options.RolloutRef (not in Applied: no Deployment was applied). They
+	// stay in the inventory.
+	HandedOver []Handover
 }
 
 // Applier applies manifests to one cluster. It is safe for concurrent use
@@ -108,7 +113,7 @@ func NewApplier(cfg *rest.Config) (*Applier, error) {
 // Result is usable even then: its inventory still holds every object that
 // may exist.
 func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts Options) (Result, error) {
-	r := a.newRun(opts)
+	r := a.newRun(opts, objs)
 	err := r.applyAll(ctx, objs, true)
 	if err == nil {
 		err = r.prune(ctx)
@@ -118,20 +123,25 @@ func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, 
 
 // run is the state of one Apply, Drift or DryRun call.
 type run struct {
-	a    *Applier
-	opts Options
-	old  map[string]v1alpha1.ObjectRef // the previous inventory
-	inv  map[string]v1alpha1.ObjectRef // the inventory being built
-	seen map[string]bool               // the objects in git
-	res  Result
+	a           *Applier
+	opts        Options
+	old         map[string]v1alpha1.ObjectRef // the previous inventory
+	inv         map[string]v1alpha1.ObjectRef // the inventory being built
+	seen        map[string]bool               // the objects in git
+	deployments []string                      // the Deployments in git, with spec.rolloutRef
+	res         Result
 }
 
 // newRun starts the new inventory as a copy of the old one: an object only
 // leaves it once it is known to be gone or no longer ours, so no failure
-// can make ALUMIINI forget an object it may have to prune later.
-func (a *Applier) newRun(opts Options) *run {
+// can make ALUMIINI forget an object it may have to prune later. objs are
+// the objects the run handles.
+func (a *Applier) newRun(opts Options, objs []*unstructured.Unstructured) *run {
 	r := &run{a: a, opts: opts, old: map[string]v1alpha1.ObjectRef{}, inv: map[string]v1alpha1.ObjectRef{},
 		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}}}
+	if opts.RolloutRef != "" {
+		r.deployments = deploymentsIn(objs)
+	}
 	for _, ref := range opts.Inventory {
 		r.old[ObjectKey(ref)] = ref
 		r.inv[ObjectKey(ref)] = ref
@@ -196,14 +206,21 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 		return nil, r.fail(ctx, ref, obj, errDuplicate)
 	}
 	r.seen[key] = true
+	send := obj // what goes to the API server: the object, or its part for the Rollout
+	if err == nil && r.handsOver(ref) {
+		send, err = r.toRollout(obj)
+	}
 	if err != nil {
 		return nil, r.fail(ctx, ref, obj, err)
 	}
-	hash := contentHash(obj)
+	hash := contentHash(send)
 	if _, known := r.old[key]; known && useHashes && r.opts.Hashes[key] == hash {
 		r.res.Unchanged = append(r.res.Unchanged, ref)
 		r.keep(ref, hash)
 		return nil, nil
+	}
+	if send != obj {
+		return nil, r.handOver(ctx, ref, send, hash)
 	}
 	if err := r.a.deliver(ctx, m, obj, r.opts.Force); err != nil {
 		return nil, r.fail(ctx, ref, obj, err)
@@ -267,7 +284,7 @@ func (r *run) prepare(ctx context.Context, obj *unstructured.Unstructured) (*uns
 	default:
 		out.SetNamespace("")
 	}
-	return out, m, nil
+	return out, m, r.rolloutInGit(refOf(out))
 }
 
 // defaultNamespace is spec.targetNamespace, else the GitRepository's own
@@ -325,9 +342,8 @@ func (a *Applier) ssa(ctx context.Context, m *meta.RESTMapping, obj *unstructure
 
 // deliver sends one prepared object to the cluster, deleting and
 // recreating it when an immutable field changed and force allows it.
-//
-// deliver is the seam for spec.rolloutRef: a later change hands
-// Deployments to the KULTA Rollout named there instead of applying them.
+// (A Deployment handed to a KULTA Rollout goes through handOver instead:
+// a Rollout is never deleted.)
 func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, force bool) error {
 	_, err := a.ssa(ctx, m, obj, false)
 	if err == nil || !isImmutable(err) {

@@ -26,13 +26,15 @@ type DriftResult struct {
 // live object, and any difference outside status and server-set metadata
 // is drift. Fields other managers own and git does not set are not drift.
 // Mode Correct re-applies what drifted or went missing, Detect only
-// reports it, Ignore does nothing. Content hashes are not consulted.
+// reports it, Ignore does nothing. Content hashes are not consulted. With
+// Options.RolloutRef, the Deployment is compared with the Rollout it was
+// handed to, under its own ref.
 func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, opts Options, mode v1alpha1.DriftMode) (DriftResult, error) {
 	var out DriftResult
 	if mode == v1alpha1.DriftIgnore {
 		return out, nil
 	}
-	r := a.newRun(opts)
+	r := a.newRun(opts, objs)
 	var fix []*unstructured.Unstructured
 	for _, obj := range sortObjects(objs) {
 		st, err := r.inspect(ctx, obj, true)
@@ -58,9 +60,13 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 	if mode != v1alpha1.DriftCorrect || len(fix) == 0 {
 		return out, nil
 	}
-	fr := a.newRun(opts)
+	fr := a.newRun(opts, fix)
 	err := fr.applyAll(ctx, fix, false)
-	out.Corrected = fr.result().Applied
+	fixed := fr.result()
+	out.Corrected = fixed.Applied
+	for _, h := range fixed.HandedOver {
+		out.Corrected = append(out.Corrected, h.Deployment)
+	}
 	out.Failed = append(out.Failed, fr.res.Failed...)
 	return out, err
 }
@@ -76,7 +82,7 @@ type Diff struct {
 // DryRun computes what Apply would do, without changing the cluster: one
 // Diff per object in git, then one per object that would be pruned.
 func (a *Applier) DryRun(ctx context.Context, objs []*unstructured.Unstructured, opts Options) ([]Diff, error) {
-	r := a.newRun(opts)
+	r := a.newRun(opts, objs)
 	provided := providedBy(objs)
 	var diffs []Diff
 	for _, obj := range sortObjects(objs) {
@@ -143,6 +149,12 @@ func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyI
 	switch {
 	case st.skip:
 		return st, nil
+	case err == nil && r.handsOver(st.ref):
+		// Compared with the Rollout: the Deployment is never created.
+		st.obj, st.err = r.toRollout(prepared)
+		if st.err == nil {
+			st.live, st.dry, st.err = r.a.applyRollout(ctx, st.obj, true)
+		}
 	case err != nil:
 		st.err, st.missing = err, meta.IsNoMatchError(err) // a kind not served has no objects
 	default:

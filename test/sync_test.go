@@ -101,7 +101,7 @@ func TestSyncLifecycle(t *testing.T) {
 		"deploy/b.yaml": configMapYAML("b", ns, "1"),
 	})
 	recv := newReceiver(t)
-	ctrl := startController(t, "--cdevents-sink", recv.srv.URL)
+	ctrl := startController(t, "--cdevents-sink", recv.srv.URL, "--watch-namespace", ns)
 	ctrl.waitReady(t)
 	phases := phaseRecorder(t, ns, "apps")
 	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "path": "deploy", "interval": "1s", "reconcileInterval": "1h"})

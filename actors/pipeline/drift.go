@@ -28,6 +28,7 @@ func (s *run) driftCheck(ctx context.Context) error {
 		TargetNamespace: s.repo.Spec.TargetNamespace,
 		Force:           s.repo.Spec.Force,
 		Inventory:       s.repo.Status.Inventory,
+		RolloutRef:      rolloutRef(s.repo),
 	}
 	res, err := s.p.Applier.Drift(ctx, objs, opts, mode)
 	if err != nil {

@@ -205,12 +205,16 @@ func (s *run) apply(ctx context.Context) (string, error) {
 		Force:           s.repo.Spec.Force,
 		Inventory:       s.repo.Status.Inventory,
 		Hashes:          prevHashes,
+		RolloutRef:      rolloutRef(s.repo),
 	}
 	res, err := s.p.Applier.Apply(ctx, objs, opts)
 	if err != nil {
 		return "failure", s.fail(ctx, "ApplyFailed", fmt.Sprintf("apply commit %s: %v", short(s.fetch.Commit), err))
 	}
 	s.p.Metrics.Objects(len(res.Applied), len(res.Pruned))
+	for _, h := range res.HandedOver {
+		s.emit(cdevents.Handover, 0, 0, 0, fmt.Sprintf("Deployment %s handed to Rollout %s.", objectName(h.Deployment), h.Rollout))
+	}
 	s.putCache(ctx, objs, parseErrs, res.Hashes)
 	return s.finish(ctx, res, parseErrs)
 }
@@ -259,6 +263,9 @@ func (s *run) finish(ctx context.Context, res k8s.Result, parseErrs []error) (st
 		problems = append(problems, e.Error())
 	}
 	counts := fmt.Sprintf("%d applied, %d unchanged, %d pruned", len(res.Applied), len(res.Unchanged), len(res.Pruned))
+	if n := len(res.HandedOver); n > 0 {
+		counts += fmt.Sprintf(", %d handed to a Rollout", n)
+	}
 	if len(problems) > 0 {
 		st.Phase = v1alpha1.PhaseFailed
 		st.Message = failureMessage(s.fetch.Commit, problems)
@@ -331,6 +338,14 @@ func failureMessage(commit string, problems []string) string {
 		msg += fmt.Sprintf(" (and %d more problem(s); see the Events of this GitRepository)", n)
 	}
 	return msg + "; fix the manifests in git, the other objects were applied."
+}
+
+// rolloutRef is the name of the KULTA Rollout that receives Deployments.
+func rolloutRef(repo *v1alpha1.GitRepository) string {
+	if repo.Spec.RolloutRef == nil {
+		return ""
+	}
+	return repo.Spec.RolloutRef.Name
 }
 
 func sentence(s string) string {

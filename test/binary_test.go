@@ -1,0 +1,178 @@
+package test
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/gitserver"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+const webhookSecret = "e2e-webhook-secret"
+
+func secretFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "webhook-secret")
+	if err := os.WriteFile(path, []byte(webhookSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// pushGitHub sends a signed GitHub push webhook for commit on main.
+func pushGitHub(t *testing.T, addr, repoURL, commit string) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{
+		"ref": "refs/heads/main", "after": commit,
+		"head_commit": map[string]any{"id": commit},
+		"repository":  map[string]any{"clone_url": repoURL, "html_url": strings.TrimSuffix(repoURL, ".git")},
+	})
+	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac.Write(body)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhook/github", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("send webhook: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestBinaryServesAndStopsCleanly runs the built binary: it syncs, serves
+// health, readiness, metrics and webhooks, and exits cleanly on SIGTERM.
+func TestBinaryServesAndStopsCleanly(t *testing.T) {
+	out, err := exec.Command(controllerBinary(t), "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "alumiini ") {
+		t.Fatalf("--version: %q, %v", out, err)
+	}
+	out, err = exec.Command(controllerBinary(t), "--webhook-addr", "nonsense").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--webhook-addr") {
+		t.Fatalf("a bad flag value should fail naming the flag: %q, %v", out, err)
+	}
+
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns)
+	ctrl.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	if code, body, err := httpGet("http://" + ctrl.health + "/healthz"); err != nil || code != 200 {
+		t.Fatalf("/healthz = %d %q %v", code, body, err)
+	}
+	if code, body, err := httpGet("http://" + ctrl.metrics + "/metrics"); err != nil || code != 200 || !strings.Contains(body, "alumiini_syncs_total") {
+		t.Fatalf("/metrics = %d, %v, has alumiini_syncs_total: %v", code, err, strings.Contains(body, "alumiini_syncs_total"))
+	}
+	if code, body := pushGitHub(t, ctrl.webhook, "https://nowhere.example/none.git", first); code != http.StatusNotFound {
+		t.Fatalf("push for an unknown repository = %d %s, want 404", code, body)
+	}
+
+	err, took := ctrl.stop(t)
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, ctrl.Logs())
+	}
+	if took > 25*time.Second {
+		t.Fatalf("took %v to stop", took)
+	}
+	if !strings.Contains(ctrl.Logs(), "stopped") {
+		t.Fatalf("no clean shutdown in the logs:\n%s", ctrl.Logs())
+	}
+}
+
+// TestWebhookSyncsWithoutWaitingForThePoll: a push plus a signed webhook
+// updates the cluster while the poll interval is an hour (issue 6).
+func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns)
+	ctrl.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	code, body := pushGitHub(t, ctrl.webhook, repo.URL(), second)
+	if code != http.StatusAccepted || !strings.Contains(body, ns+"/apps") {
+		t.Fatalf("webhook reply %d %s, want 202 naming %s/apps", code, body, ns)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if v, _ := configMapValue(ns, "a"); v != "2" {
+			return fmt.Errorf("ConfigMap a = %q, want 2", v)
+		}
+		return nil
+	})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 10*time.Second)
+	if n := ctrl.metricValue(t, "alumiini_syncs_total", `trigger="webhook"`, `result="success"`); n != 1 {
+		t.Fatalf("webhook-triggered successful syncs = %v, want 1", n)
+	}
+}
+
+// TestLeaderElection: of two replicas one syncs; a webhook sent to the
+// standby reaches a sync; when the leader dies the standby takes over.
+func TestLeaderElection(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	flags := []string{"--leader-elect", "--lease-namespace", ns, "--watch-namespace", ns, "--webhook-secret-file", secretFile(t),
+		"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"}
+	a := startController(t, flags...)
+	b := startController(t, flags...)
+	a.waitReady(t)
+	b.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	var leader, standby *proc
+	testenv.Eventually(t, 30*time.Second, func() error {
+		na, nb := a.metricValue(t, "alumiini_repository_actors"), b.metricValue(t, "alumiini_repository_actors")
+		switch {
+		case na == 1 && nb == 0:
+			leader, standby = a, b
+		case na == 0 && nb == 1:
+			leader, standby = b, a
+		default:
+			return fmt.Errorf("repository actors: a=%v b=%v, want exactly one replica syncing", na, nb)
+		}
+		return nil
+	})
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	if code, body := pushGitHub(t, standby.webhook, repo.URL(), second); code != http.StatusAccepted {
+		t.Fatalf("webhook to the standby: %d %s", code, body)
+	}
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 30*time.Second)
+	if n := standby.metricValue(t, "alumiini_syncs_total"); n != 0 {
+		t.Fatalf("the standby synced %v times", n)
+	}
+
+	if err := leader.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	third := repo.CommitStrings("third", map[string]string{"a.yaml": configMapYAML("a", ns, "3")})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, third, 60*time.Second)
+	if n := standby.metricValue(t, "alumiini_repository_actors"); n != 1 {
+		t.Fatalf("after the leader died, the standby runs %v actors, want 1", n)
+	}
+}
