@@ -72,7 +72,7 @@ deploy:
 
 kind-up: 
 	$(KIND) create cluster --name alumiini
-	docker build -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 	$(KIND) load docker-image $(IMAGE) --name alumiini
 	cd deploy && kubectl kustomize . | sed 's|image: alumiini:latest|image: $(IMAGE)|' | kubectl apply -f -
 

@@ -1,0 +1,97 @@
+package test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+// TestMakeRunWithoutACluster runs `make run` the way a newcomer would on a
+// machine with no kubeconfig: it must start a local control plane, sync the
+// example repository to Synced, print what to try next, and stop everything
+// on Ctrl-C.
+func TestMakeRunWithoutACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a second control plane")
+	}
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "KUBECONFIG=", "KUBEBUILDER_ASSETS=" + assets, "PATH=" + os.Getenv("PATH")}
+	for _, v := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOFLAGS", "GOPROXY", "GOTOOLCHAIN"} {
+		out, err := exec.Command("go", "env", v).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, v+"="+strings.TrimSpace(string(out)))
+	}
+	state := t.TempDir()
+	cmd := exec.Command("make", "--no-print-directory", "run",
+		"RUN_ARGS=--state "+state+" -- --webhook-addr "+freeAddr(t)+" --metrics-addr "+freeAddr(t)+" --health-addr "+freeAddr(t))
+	cmd.Dir = testenv.RepoRoot()
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var seen []string
+	deadline := time.After(4 * time.Minute)
+	synced := false
+	for !synced {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("make run ended before the example synced:\n%s", strings.Join(seen, "\n"))
+			}
+			seen = append(seen, l)
+			synced = strings.Contains(l, "GitRepository default/examples is Synced")
+		case <-deadline:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Fatalf("the example did not reach Synced:\n%s", strings.Join(seen, "\n"))
+		}
+	}
+	// Ctrl-C stops the controller and the control plane.
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for l := range lines {
+			seen = append(seen, l)
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		t.Fatalf("make run did not stop within 60s of Ctrl-C:\n%s", strings.Join(seen, "\n"))
+	}
+	out := strings.Join(seen, "\n")
+	for _, want := range []string{"starting a local control plane", "kubectl get gitrepositories", "Stopping the local control plane"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("make run output lacks %q:\n%s", want, out)
+		}
+	}
+}
