@@ -202,7 +202,8 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 }
 
 func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
-	syncCtx, cancel := context.WithTimeout(a.sys.syncCtx, a.repo.Spec.SyncTimeout())
+	parent, cancel := context.WithCancel(a.sys.syncCtx)
+	timeout := a.repo.Spec.SyncTimeout()
 	run := &syncRun{req: req, started: time.Now(), cancel: cancel, waiters: a.waiters}
 	a.running, a.waiters = run, nil
 	a.stats.LastTrigger = req.Trigger
@@ -220,6 +221,13 @@ func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
 			}
 			root.Send(self, done)
 		}()
+		// The timeout bounds the sync itself, not its wait for a slot.
+		if done.err = a.sys.acquire(parent); done.err != nil {
+			return
+		}
+		defer a.sys.release()
+		syncCtx, cancelTimeout := context.WithTimeout(parent, timeout)
+		defer cancelTimeout()
 		done.err = syncer.Sync(syncCtx, repo, req)
 	}()
 }

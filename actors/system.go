@@ -110,6 +110,11 @@ type Config struct {
 	// place to evict caches and remove checkouts. Keep it quick.
 	OnRemove func(key string)
 	Hooks    Hooks // nil observes nothing
+	// MaxConcurrentSyncs bounds the syncs running at once across all
+	// repositories (0: unbounded). Ten thousand actors start together;
+	// their first syncs queue here instead of all hitting git and the API
+	// server at once.
+	MaxConcurrentSyncs int
 }
 
 // State is what a repository actor is doing.
@@ -147,6 +152,7 @@ type System struct {
 	syncCtx     context.Context // parent of every sync's context
 	cancelSyncs context.CancelFunc
 	syncs       sync.WaitGroup
+	slots       chan struct{} // nil: unbounded
 
 	mu     sync.RWMutex
 	pids   map[string]*actor.PID // live repository actors, kept by the supervisor
@@ -171,6 +177,9 @@ func NewSystem(cfg Config) *System {
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	s := &System{cfg: cfg, log: cfg.Logger, pids: map[string]*actor.PID{}}
 	s.syncCtx, s.cancelSyncs = context.WithCancel(context.Background())
+	if cfg.MaxConcurrentSyncs > 0 {
+		s.slots = make(chan struct{}, cfg.MaxConcurrentSyncs)
+	}
 	protoLog := slog.New(newZapHandler(cfg.Logger.Named("protoactor")))
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s.root = s.actors.Root
@@ -297,5 +306,24 @@ func (s *System) register(key string, pid *actor.PID) {
 		delete(s.pids, key)
 	} else {
 		s.pids[key] = pid
+	}
+}
+
+// acquire waits for a sync slot; release gives it back.
+func (s *System) acquire(ctx context.Context) error {
+	if s.slots == nil {
+		return nil
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *System) release() {
+	if s.slots != nil {
+		<-s.slots
 	}
 }

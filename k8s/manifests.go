@@ -135,6 +135,10 @@ func hasKustomization(dir string) bool {
 	return false
 }
 
+// maxManifestBytes bounds one manifest file, so that a huge file in git
+// cannot exhaust the controller's memory.
+const maxManifestBytes = 8 << 20
+
 // readFile decodes one manifest file. A symbolic link is followed only when
 // it stays inside the checkout.
 func (l *loader) readFile(path string) {
@@ -145,6 +149,10 @@ func (l *loader) readFile(path string) {
 	}
 	if !within(l.root, real) {
 		l.fail(path, errors.New("symbolic link points outside the repository checkout"))
+		return
+	}
+	if info, err := os.Stat(real); err == nil && info.Size() > maxManifestBytes {
+		l.fail(path, fmt.Errorf("file is %d bytes, more than the %d a manifest file may have; split it", info.Size(), maxManifestBytes))
 		return
 	}
 	data, err := os.ReadFile(real)

@@ -212,3 +212,12 @@ func TestLoadManifestsBadPath(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadManifestsRefusesHugeFiles(t *testing.T) {
+	huge := cm("big") + "  padding: \"" + strings.Repeat("x", maxManifestBytes) + "\"\n"
+	root := writeTree(t, map[string]string{"a.yaml": cm("a"), "big.yaml": huge})
+	objs, errs := LoadManifests(root)
+	if len(objs) != 1 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "big.yaml") || !strings.Contains(errs[0].Error(), "split it") {
+		t.Fatalf("LoadManifests = %v, %v; want a loaded and one error naming big.yaml", names(objs), errs)
+	}
+}

@@ -94,7 +94,7 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 	if took > 25*time.Second {
 		t.Fatalf("took %v to stop", took)
 	}
-	if !strings.Contains(ctrl.Logs(), "stopped") {
+	if !strings.Contains(ctrl.Logs(), "stopped cleanly") {
 		t.Fatalf("no clean shutdown in the logs:\n%s", ctrl.Logs())
 	}
 }
@@ -125,6 +125,27 @@ func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
 	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 10*time.Second)
 	if n := ctrl.metricValue(t, "alumiini_syncs_total", `trigger="webhook"`, `result="success"`); n != 1 {
 		t.Fatalf("webhook-triggered successful syncs = %v, want 1", n)
+	}
+
+	// A webhook naming a commit the server does not show yet: the fetch is
+	// retried a few times (one ref listing each), then the sync goes on
+	// with what the server has and changes nothing.
+	adverts := git.RefAdvertisements()
+	unseen := strings.Repeat("ab", 20)
+	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), unseen); code != http.StatusAccepted {
+		t.Fatalf("webhook reply %d %s", code, body)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n := ctrl.metricValue(t, "alumiini_syncs_total", `trigger="webhook"`, `result="unchanged"`); n != 1 {
+			return fmt.Errorf("unchanged webhook syncs = %v, want 1", n)
+		}
+		return nil
+	})
+	if n := git.RefAdvertisements() - adverts; n != 4 {
+		t.Fatalf("ref listings for an unseen webhook commit = %d, want 4 (one fetch and three retries)", n)
+	}
+	if got := getRepo(t, ns, "apps").Status; got.Phase != v1alpha1.PhaseSynced || got.LastSyncedCommit != second {
+		t.Fatalf("status after an unseen commit: %s at %s", got.Phase, got.LastSyncedCommit)
 	}
 }
 

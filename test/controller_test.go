@@ -19,7 +19,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
@@ -245,14 +244,16 @@ func getRepo(t *testing.T, ns, name string) *v1alpha1.GitRepository {
 	return &repo
 }
 
-// waitSynced waits until the GitRepository reports phase at commit.
+// waitPhase waits until the GitRepository reports phase for a sync of
+// commit (its last attempted commit; for Synced also its last synced one).
 func waitPhase(t *testing.T, ns, name string, phase v1alpha1.Phase, commit string, timeout time.Duration) *v1alpha1.GitRepository {
 	t.Helper()
 	var repo *v1alpha1.GitRepository
 	testenv.Eventually(t, timeout, func() error {
 		repo = getRepo(t, ns, name)
 		st := repo.Status
-		if st.Phase != phase || (commit != "" && st.LastAttemptedCommit != commit) {
+		if st.Phase != phase || (commit != "" && st.LastAttemptedCommit != commit) ||
+			(phase == v1alpha1.PhaseSynced && commit != "" && st.LastSyncedCommit != commit) {
 			return fmt.Errorf("phase %q attempted %q message %q; want %s at %s", st.Phase, st.LastAttemptedCommit, st.Message, phase, commit)
 		}
 		return nil
@@ -272,5 +273,3 @@ func configMapValue(ns, name string) (string, string) {
 	}
 	return cm.Data["value"], cm.ResourceVersion
 }
-
-var _ = unstructured.Unstructured{}

@@ -84,6 +84,7 @@ func TestCRDRejectsInvalidSpecsNamingTheField(t *testing.T) {
 		{"absolute path", map[string]any{"url": "https://h/r.git", "path": "/etc"}, "spec.path"},
 		{"unknown drift mode", map[string]any{"url": "https://h/r.git", "drift": "Fix"}, "spec.drift"},
 		{"commit not a sha", map[string]any{"url": "https://h/r.git", "commit": "HEAD~1"}, "spec.commit"},
+		{"short commit", map[string]any{"url": "https://h/r.git", "commit": "abc1234"}, "spec.commit"},
 	}
 	client := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns)
 	for i, tt := range tests {

@@ -184,6 +184,8 @@ func TestSyncLifecycle(t *testing.T) {
 	}
 
 	checkCDEvents(t, recv, ns, first)
+	waitEventReason(t, ns, "apps", "Synced")
+	waitEventReason(t, ns, "apps", "SyncFailed")
 }
 
 // checkCDEvents checks that the first sync's events arrived in order, each
@@ -226,4 +228,113 @@ func checkCDEvents(t *testing.T, recv *cdeventsReceiver, ns, commit string) {
 	if !strings.Contains(string(first), commit) || !strings.Contains(string(first), ns) {
 		t.Fatalf("fetched event does not carry the commit and repository: %s", first)
 	}
+}
+
+// eventReasons lists the reasons of the Kubernetes Events on a
+// GitRepository.
+func eventReasons(t *testing.T, ns, name string) []string {
+	t.Helper()
+	list, err := env.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{
+		FieldSelector: "involvedObject.name=" + name + ",involvedObject.kind=GitRepository"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range list.Items {
+		reasons = append(reasons, e.Reason)
+	}
+	return reasons
+}
+
+func waitEventReason(t *testing.T, ns, name, reason string) {
+	t.Helper()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		got := eventReasons(t, ns, name)
+		for _, r := range got {
+			if r == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("events %v, want one with reason %s", got, reason)
+	})
+}
+
+// TestDriftIsDetectedAndCorrected: a kubectl-edit-style change and a
+// deleted object are put back by the periodic drift check, with an Event
+// and CDEvents; in Detect mode they are only reported.
+func TestDriftIsDetectedAndCorrected(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{
+		"a.yaml": configMapYAML("a", ns, "1"), "b.yaml": configMapYAML("b", ns, "1"),
+	})
+	recv := newReceiver(t)
+	ctrl := startController(t, "--cdevents-sink", recv.srv.URL, "--watch-namespace", ns)
+	ctrl.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1s"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+	waitEventReason(t, ns, "apps", "Synced")
+
+	cm, err := env.Kube.CoreV1().ConfigMaps(ns).Get(context.Background(), "a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["value"] = "edited by hand"
+	if _, err := env.Kube.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Kube.CoreV1().ConfigMaps(ns).Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		a, _ := configMapValue(ns, "a")
+		b, _ := configMapValue(ns, "b")
+		if a != "1" || b != "1" {
+			return fmt.Errorf("a=%q b=%q, want both back at 1", a, b)
+		}
+		return nil
+	})
+	waitEventReason(t, ns, "apps", "DriftCorrected")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, ev := range recv.list() {
+			if strings.HasPrefix(ev.ceType, "dev.cdeventsx.alumiini-drift.corrected.") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no drift corrected CDEvent yet")
+	})
+	if n := ctrl.metricValue(t, "alumiini_drift_corrected_total"); n < 2 {
+		t.Fatalf("alumiini_drift_corrected_total = %v, want ≥ 2", n)
+	}
+
+	// Detect mode reports and leaves the change.
+	patch := []byte(`{"spec":{"drift":"Detect"}}`)
+	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), "apps",
+		"application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if r := getRepo(t, ns, "apps"); r.Status.ObservedGeneration != r.Generation {
+			return fmt.Errorf("spec change not observed yet")
+		}
+		return nil
+	})
+	cm, _ = env.Kube.CoreV1().ConfigMaps(ns).Get(context.Background(), "a", metav1.GetOptions{})
+	cm.Data["value"] = "edited again"
+	if _, err := env.Kube.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for _, c := range getRepo(t, ns, "apps").Status.Conditions {
+			if c.Type == v1alpha1.ConditionDrifted && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "ConfigMap "+ns+"/a") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Drifted=True condition naming ConfigMap a")
+	})
+	if v, _ := configMapValue(ns, "a"); v != "edited again" {
+		t.Fatalf("Detect mode changed the object: a = %q", v)
+	}
+	waitEventReason(t, ns, "apps", "DriftDetected")
 }

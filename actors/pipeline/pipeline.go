@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -43,13 +44,12 @@ type Pipeline struct {
 	Events   *cdevents.Emitter
 	Metrics  *metrics.Metrics
 	Logger   *zap.Logger
-	// Slots bounds how many syncs run at once (nil: unbounded). Ten
-	// thousand actors start at once; their first syncs queue here rather
-	// than all hitting git and the API server together.
-	Slots chan struct{}
 	// WebhookRetries bounds how often a fetch is retried when a webhook named
 	// a commit the remote does not show yet (replication lag at the host).
 	WebhookRetries int
+	// AllowFileURLs permits file:// repositories: local development only, as
+	// they read the controller's own file system.
+	AllowFileURLs bool
 }
 
 var _ actors.Syncer = (*Pipeline)(nil)
@@ -58,18 +58,12 @@ var _ actors.Syncer = (*Pipeline)(nil)
 // everything: the status already says why.
 var errSyncFailed = errors.New("sync failed")
 
+// statusTimeout bounds a status write. Writes use a context detached from
+// the sync's, so that a sync that ran out of time can still say so.
+const statusTimeout = 10 * time.Second
+
 // Sync runs one sync of repo for req.
 func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req actors.SyncRequest) error {
-	if p.Slots != nil {
-		select {
-		case p.Slots <- struct{}{}:
-			defer func() { <-p.Slots }()
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, repo.Spec.SyncTimeout())
-	defer cancel()
 	s := &run{p: p, repo: repo.DeepCopy(), req: req, start: time.Now()}
 	s.log = p.Logger.With(zap.String("repository", repo.Key()), zap.String("trigger", string(req.Trigger)))
 	result, err := s.sync(ctx)
@@ -85,19 +79,22 @@ type run struct {
 	start time.Time
 	log   *zap.Logger
 	fetch gitsrc.Result
+	fresh bool // repo.Status was read from the API server during this sync
 }
 
 // sync returns the metric result ("success", "failure", "unchanged",
 // "drift") and the error the actor retries on.
 func (s *run) sync(ctx context.Context) (string, error) {
 	if s.repo.Status.Phase == "" {
-		st := s.repo.Status
-		st.Phase = v1alpha1.PhasePending
-		st.Message = "Waiting for the first sync."
-		s.writeStatus(ctx, st)
+		s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+			if st.Phase == "" {
+				st.Phase = v1alpha1.PhasePending
+				st.Message = "Waiting for the first sync."
+			}
+		})
 	}
 	if err := s.fetchSource(ctx); err != nil {
-		return "failure", s.fail(ctx, "FetchFailed", err.Error())
+		return "failure", s.fail(ctx, "FetchFailed", err.Error(), nil)
 	}
 	s.log = s.log.With(zap.String("commit", s.fetch.Commit))
 	if s.upToDate() {
@@ -111,7 +108,7 @@ func (s *run) sync(ctx context.Context) (string, error) {
 }
 
 // upToDate reports whether the cluster already holds this commit for this
-// generation, so a poll has nothing to do.
+// generation, so a poll has nothing to do. A manual request always applies.
 func (s *run) upToDate() bool {
 	st := s.repo.Status
 	return st.Phase == v1alpha1.PhaseSynced &&
@@ -125,11 +122,15 @@ func (s *run) upToDate() bool {
 // does not show yet, it retries briefly before going on with what the remote
 // has (the next poll picks the commit up).
 func (s *run) fetchSource(ctx context.Context) error {
+	spec := s.repo.Spec
+	if strings.HasPrefix(spec.URL, "file://") && !s.p.AllowFileURLs {
+		return errors.New("spec.url: file:// repositories are refused because they read the controller's own disk; " +
+			"use an https:// or ssh:// URL, or start the controller with --allow-file-urls for local development")
+	}
 	auth, err := s.auth(ctx)
 	if err != nil {
 		return err
 	}
-	spec := s.repo.Spec
 	ref := spec.GitRef()
 	req := gitsrc.Request{Key: s.repo.Key(), URL: spec.URL, Path: spec.Path, Auth: auth,
 		Ref: gitsrc.Ref{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit}}
@@ -137,19 +138,15 @@ func (s *run) fetchSource(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		s.fetch, err = s.p.Fetcher.Fetch(ctx, req)
-		outcome := map[bool]string{true: "unchanged", false: "fetched"}[s.fetch.Unchanged]
+		s.p.Metrics.Fetch(fetchOutcome(s.fetch, err), time.Since(start))
 		if err != nil {
-			outcome = "error"
-		}
-		s.p.Metrics.Fetch(outcome, time.Since(start))
-		if err != nil {
-			if ref := spec.SecretRef; ref != nil {
-				s.p.Secrets.Forget(s.repo.Namespace, ref.Name) // it may have been rotated
+			if spec.SecretRef != nil {
+				s.p.Secrets.Forget(s.repo.Namespace, spec.SecretRef.Name) // it may have been rotated
 			}
 			return fmt.Errorf("fetch %s: %w", ref, err)
 		}
 		if !s.fetch.Unchanged {
-			s.emit(cdevents.RepositoryFetched, 0, 0, 0, "")
+			s.emit(cdevents.Event{Kind: cdevents.RepositoryFetched})
 		}
 		if s.req.Commit == "" || s.req.Commit == s.fetch.Commit || attempt >= s.p.WebhookRetries || ref.Commit != "" {
 			return nil
@@ -162,6 +159,16 @@ func (s *run) fetchSource(ctx context.Context) error {
 		}
 		delay *= 2
 	}
+}
+
+func fetchOutcome(res gitsrc.Result, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case res.Unchanged:
+		return "unchanged"
+	}
+	return "fetched"
 }
 
 // auth reads the git credentials of spec.secretRef.
@@ -179,44 +186,52 @@ func (s *run) auth(ctx context.Context) (*gitsrc.Auth, error) {
 
 // apply parses and applies the fetched commit, prunes, and writes status.
 func (s *run) apply(ctx context.Context) (string, error) {
-	fresh, err := s.p.Status.Get(ctx, s.repo.Namespace, s.repo.Name)
-	if err != nil {
+	// The actor's copy may predate our last status write; the inventory
+	// that pruning trusts must be the one in the API server.
+	if err := s.refresh(ctx); err != nil {
 		return "failure", err
 	}
-	// The actor's copy may predate our last status write; the inventory that
-	// pruning trusts must be the one in the API server.
-	s.repo.Status = fresh.Status
-	s.repo.ResourceVersion = fresh.ResourceVersion
-
-	st := s.repo.Status
-	st.Phase = v1alpha1.PhaseSyncing
-	st.LastAttemptedCommit = s.fetch.Commit
-	st.Message = fmt.Sprintf("Applying commit %s.", short(s.fetch.Commit))
-	setCondition(&st, v1alpha1.ConditionReconciling, true, "Progressing", st.Message, s.repo.Generation)
-	s.writeStatus(ctx, st)
+	s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+		st.Phase = v1alpha1.PhaseSyncing
+		st.LastAttemptedCommit = s.fetch.Commit
+		st.Message = fmt.Sprintf("Applying commit %s.", short(s.fetch.Commit))
+		setCondition(st, v1alpha1.ConditionReconciling, true, "Progressing", st.Message, s.repo.Generation)
+	})
 
 	objs, parseErrs, prevHashes := s.manifests(ctx)
-	s.emit(cdevents.DeploymentStarted, 0, 0, 0, "")
-	opts := k8s.Options{
-		Owner:           k8s.Owner{Namespace: s.repo.Namespace, Name: s.repo.Name},
-		TargetNamespace: s.repo.Spec.TargetNamespace,
-		Prune:           s.repo.Spec.PruneEnabled(),
-		SkipPrune:       len(parseErrs) > 0,
-		Force:           s.repo.Spec.Force,
-		Inventory:       s.repo.Status.Inventory,
-		Hashes:          prevHashes,
-		RolloutRef:      rolloutRef(s.repo),
-	}
+	s.emit(cdevents.Event{Kind: cdevents.DeploymentStarted})
+	opts := s.options()
+	opts.SkipPrune = len(parseErrs) > 0
+	opts.Hashes = prevHashes
 	res, err := s.p.Applier.Apply(ctx, objs, opts)
 	if err != nil {
-		return "failure", s.fail(ctx, "ApplyFailed", fmt.Sprintf("apply commit %s: %v", short(s.fetch.Commit), err))
+		// Whatever was applied before the failure is in res.Inventory: keep
+		// it, so that it can be pruned later.
+		return "failure", s.fail(ctx, "ApplyFailed", fmt.Sprintf("apply commit %s: %v", short(s.fetch.Commit), err), res.Inventory)
 	}
 	s.p.Metrics.Objects(len(res.Applied), len(res.Pruned))
 	for _, h := range res.HandedOver {
-		s.emit(cdevents.Handover, 0, 0, 0, fmt.Sprintf("Deployment %s handed to Rollout %s.", objectName(h.Deployment), h.Rollout))
+		s.emit(cdevents.Event{Kind: cdevents.Handover,
+			Message: fmt.Sprintf("Deployment %s handed to Rollout %s.", objectName(h.Deployment), h.Rollout)})
 	}
 	s.putCache(ctx, objs, parseErrs, res.Hashes)
 	return s.finish(ctx, res, parseErrs)
+}
+
+// options are the apply options every step of this sync shares.
+func (s *run) options() k8s.Options {
+	spec := s.repo.Spec
+	opts := k8s.Options{
+		Owner:           k8s.Owner{Namespace: s.repo.Namespace, Name: s.repo.Name},
+		TargetNamespace: spec.TargetNamespace,
+		Prune:           spec.PruneEnabled(),
+		Force:           spec.Force,
+		Inventory:       s.repo.Status.Inventory,
+	}
+	if spec.RolloutRef != nil {
+		opts.RolloutRef = spec.RolloutRef.Name
+	}
+	return opts
 }
 
 // manifests returns the parsed objects of the fetched commit, from the cache
@@ -227,8 +242,9 @@ func (s *run) manifests(ctx context.Context) ([]*unstructured.Unstructured, []er
 		s.log.Warn("cache unavailable, parsing again", zap.Error(err))
 	}
 	var hashes map[string]string
-	// Hashes are only trusted for the generation they were computed under:
-	// a spec change (targetNamespace, force) may change what is sent.
+	// Hashes are only trusted for the generation they were computed under
+	// (a spec change may change what is sent), and a manual request sends
+	// everything again.
 	if ok && s.repo.Status.ObservedGeneration == s.repo.Generation && s.req.Trigger != actors.TriggerManual {
 		hashes = entry.Hashes
 	}
@@ -249,12 +265,6 @@ func (s *run) putCache(ctx context.Context, objs []*unstructured.Unstructured, p
 
 // finish writes the outcome of an apply to the status and reports it.
 func (s *run) finish(ctx context.Context, res k8s.Result, parseErrs []error) (string, error) {
-	st := s.repo.Status
-	st.Inventory = res.Inventory
-	st.ObservedGeneration = s.repo.Generation
-	if s.req.RequestedAt != "" {
-		st.LastHandledRequestedAt = s.req.RequestedAt
-	}
 	problems := make([]string, 0, len(parseErrs)+len(res.Failed))
 	for _, e := range parseErrs {
 		problems = append(problems, e.Error())
@@ -266,86 +276,159 @@ func (s *run) finish(ctx context.Context, res k8s.Result, parseErrs []error) (st
 	if n := len(res.HandedOver); n > 0 {
 		counts += fmt.Sprintf(", %d handed to a Rollout", n)
 	}
-	if len(problems) > 0 {
-		st.Phase = v1alpha1.PhaseFailed
-		st.Message = failureMessage(s.fetch.Commit, problems)
-		if len(parseErrs) > 0 {
-			st.Message += " Nothing was pruned."
+	ev := cdevents.Event{Applied: len(res.Applied), Pruned: len(res.Pruned), Failed: len(problems)}
+	var msg string
+	s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+		st.Inventory = res.Inventory
+		st.ObservedGeneration = s.repo.Generation
+		if s.req.RequestedAt != "" {
+			st.LastHandledRequestedAt = s.req.RequestedAt
 		}
-		setCondition(&st, v1alpha1.ConditionReady, false, "SyncFailed", st.Message, s.repo.Generation)
-		setCondition(&st, v1alpha1.ConditionStalled, true, "InvalidManifests", st.Message, s.repo.Generation)
-		removeCondition(&st, v1alpha1.ConditionReconciling)
-		s.writeStatus(ctx, st)
-		s.p.Recorder.Event(s.repo, corev1.EventTypeWarning, "SyncFailed", st.Message)
-		s.emit(cdevents.DeploymentFailed, len(res.Applied), len(res.Pruned), len(problems), st.Message)
+		if len(problems) > 0 {
+			st.Phase = v1alpha1.PhaseFailed
+			st.Message = failureMessage(s.fetch.Commit, problems, len(parseErrs) > 0)
+			setCondition(st, v1alpha1.ConditionReady, false, "SyncFailed", st.Message, s.repo.Generation)
+			if len(parseErrs) > 0 {
+				// Retrying cannot help until the manifests change in git.
+				setCondition(st, v1alpha1.ConditionStalled, true, "InvalidManifests", st.Message, s.repo.Generation)
+				removeCondition(st, v1alpha1.ConditionReconciling)
+			} else {
+				removeCondition(st, v1alpha1.ConditionStalled)
+				setCondition(st, v1alpha1.ConditionReconciling, true, "RetryingWithBackoff", "Retrying the objects that failed.", s.repo.Generation)
+			}
+		} else {
+			now := metaNow()
+			st.Phase = v1alpha1.PhaseSynced
+			st.LastSyncedCommit = s.fetch.Commit
+			st.LastSyncedShortCommit = short(s.fetch.Commit)
+			st.LastSyncTime = &now
+			st.Message = fmt.Sprintf("Applied commit %s: %s.", short(s.fetch.Commit), counts)
+			setCondition(st, v1alpha1.ConditionReady, true, "Synced", st.Message, s.repo.Generation)
+			removeCondition(st, v1alpha1.ConditionStalled)
+			removeCondition(st, v1alpha1.ConditionReconciling)
+		}
+		msg = st.Message
+	})
+	ev.Message = msg
+	if len(problems) > 0 {
+		s.p.Recorder.Event(s.repo, corev1.EventTypeWarning, "SyncFailed", eventMessage(msg, problems))
+		ev.Kind = cdevents.DeploymentFailed
+		s.emit(ev)
 		s.log.Warn("sync failed", zap.Strings("problems", problems), zap.String("counts", counts))
-		return "failure", fmt.Errorf("%w: %s", errSyncFailed, st.Message)
+		return "failure", fmt.Errorf("%w: %s", errSyncFailed, msg)
 	}
-	now := metaNow()
-	st.Phase = v1alpha1.PhaseSynced
-	st.LastSyncedCommit = s.fetch.Commit
-	st.LastSyncedShortCommit = short(s.fetch.Commit)
-	st.LastSyncTime = &now
-	st.Message = fmt.Sprintf("Applied commit %s: %s.", short(s.fetch.Commit), counts)
-	setCondition(&st, v1alpha1.ConditionReady, true, "Synced", st.Message, s.repo.Generation)
-	removeCondition(&st, v1alpha1.ConditionStalled)
-	removeCondition(&st, v1alpha1.ConditionReconciling)
-	s.writeStatus(ctx, st)
-	s.p.Recorder.Event(s.repo, corev1.EventTypeNormal, "Synced", st.Message)
-	s.emit(cdevents.DeploymentFinished, len(res.Applied), len(res.Pruned), 0, st.Message)
+	s.p.Recorder.Event(s.repo, corev1.EventTypeNormal, "Synced", msg)
+	ev.Kind = cdevents.DeploymentFinished
+	s.emit(ev)
 	s.log.Info("synced", zap.String("counts", counts), zap.Duration("took", time.Since(s.start)))
 	return "success", nil
 }
 
-// fail records a sync that stopped before applying anything.
-func (s *run) fail(ctx context.Context, reason, msg string) error {
-	st := s.repo.Status
-	st.Phase = v1alpha1.PhaseFailed
-	if s.fetch.Commit != "" {
-		st.LastAttemptedCommit = s.fetch.Commit
-	}
-	st.Message = sentence(msg)
-	setCondition(&st, v1alpha1.ConditionReady, false, reason, st.Message, s.repo.Generation)
-	setCondition(&st, v1alpha1.ConditionReconciling, true, "RetryingWithBackoff", "Retrying with backoff.", s.repo.Generation)
-	s.writeStatus(ctx, st)
-	s.p.Recorder.Event(s.repo, corev1.EventTypeWarning, reason, st.Message)
+// fail records a sync that stopped before it could apply everything.
+// inventory, when not nil, is what the cut-short apply leaves applied.
+func (s *run) fail(ctx context.Context, reason, msg string, inventory []v1alpha1.ObjectRef) error {
+	msg = sentence(msg)
+	s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+		st.Phase = v1alpha1.PhaseFailed
+		if s.fetch.Commit != "" {
+			st.LastAttemptedCommit = s.fetch.Commit
+		}
+		if inventory != nil {
+			st.Inventory = inventory
+		}
+		st.Message = msg
+		setCondition(st, v1alpha1.ConditionReady, false, reason, msg, s.repo.Generation)
+		setCondition(st, v1alpha1.ConditionReconciling, true, "RetryingWithBackoff", "Retrying with backoff.", s.repo.Generation)
+		removeCondition(st, v1alpha1.ConditionStalled)
+	})
+	s.p.Recorder.Event(s.repo, corev1.EventTypeWarning, reason, msg)
 	if reason != "FetchFailed" {
-		s.emit(cdevents.DeploymentFailed, 0, 0, 1, st.Message)
+		s.emit(cdevents.Event{Kind: cdevents.DeploymentFailed, Failed: 1, Message: msg})
 	}
-	s.log.Warn("sync failed", zap.String("reason", reason), zap.String("message", st.Message))
-	return fmt.Errorf("%w: %s", errSyncFailed, st.Message)
+	s.log.Warn("sync failed", zap.String("reason", reason), zap.String("message", msg))
+	return fmt.Errorf("%w: %s", errSyncFailed, msg)
 }
 
-// writeStatus writes st unless unchanged; a failed write is logged, not
-// fatal: the next sync writes again.
-func (s *run) writeStatus(ctx context.Context, st v1alpha1.GitRepositoryStatus) {
-	if _, err := s.p.Status.Write(ctx, s.repo, st); err != nil {
+// refresh reads the GitRepository's status from the API server, once per
+// sync.
+func (s *run) refresh(ctx context.Context) error {
+	if s.fresh {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	defer cancel()
+	cur, err := s.p.Status.Get(ctx, s.repo.Namespace, s.repo.Name)
+	if err != nil {
+		return err
+	}
+	s.repo.Status, s.fresh = cur.Status, true
+	return nil
+}
+
+// update changes the status (as read from the API server) and writes it
+// unless unchanged. A failed write is logged, not fatal: the next sync
+// writes again.
+func (s *run) update(ctx context.Context, change func(st *v1alpha1.GitRepositoryStatus)) {
+	if err := s.refresh(ctx); err != nil {
+		s.log.Warn("status not written: cannot read the GitRepository", zap.Error(err))
+		return
+	}
+	st := s.repo.Status.DeepCopy()
+	change(st)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	defer cancel()
+	if _, err := s.p.Status.Write(ctx, s.repo, *st); err != nil {
 		s.log.Warn("status write failed", zap.Error(err))
 	}
 }
 
-func (s *run) emit(kind cdevents.Kind, applied, pruned, failed int, msg string) {
-	s.p.Events.Emit(cdevents.Event{Kind: kind, Namespace: s.repo.Namespace, Name: s.repo.Name,
-		URL: s.repo.Spec.URL, Commit: s.fetch.Commit, Path: s.repo.Spec.Path, Trigger: string(s.req.Trigger),
-		Applied: applied, Pruned: pruned, Failed: failed, Message: msg})
+// emit sends a CDEvent about this sync; ev carries the kind and outcome.
+func (s *run) emit(ev cdevents.Event) {
+	ev.Namespace, ev.Name = s.repo.Namespace, s.repo.Name
+	ev.URL, ev.Commit, ev.Path = redactURL(s.repo.Spec.URL), s.fetch.Commit, s.repo.Spec.Path
+	ev.Trigger = string(s.req.Trigger)
+	s.p.Events.Emit(ev)
+}
+
+// redactURL drops credentials from a URL before it leaves the controller.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || u.Scheme == "" {
+		return raw
+	}
+	u.User = nil
+	return u.String()
 }
 
 // failureMessage makes one actionable sentence out of the problems of a
 // sync: the first problem in full, and how many more there are.
-func failureMessage(commit string, problems []string) string {
+func failureMessage(commit string, problems []string, parseErrors bool) string {
 	msg := fmt.Sprintf("Commit %s: %s", short(commit), strings.TrimSuffix(problems[0], "."))
 	if n := len(problems) - 1; n > 0 {
-		msg += fmt.Sprintf(" (and %d more problem(s); see the Events of this GitRepository)", n)
+		msg += fmt.Sprintf(" (and %d more problem(s), listed in the SyncFailed Event)", n)
 	}
-	return msg + "; fix the manifests in git, the other objects were applied."
+	if parseErrors {
+		return msg + "; fix the manifests in git. The valid objects were applied and nothing was pruned."
+	}
+	return msg + "; the other objects were applied and the failed ones are retried."
 }
 
-// rolloutRef is the name of the KULTA Rollout that receives Deployments.
-func rolloutRef(repo *v1alpha1.GitRepository) string {
-	if repo.Spec.RolloutRef == nil {
-		return ""
+// eventMessage lists every problem, bounded: an Event is where the whole
+// list of a failed sync can be read.
+func eventMessage(msg string, problems []string) string {
+	if len(problems) < 2 {
+		return msg
 	}
-	return repo.Spec.RolloutRef.Name
+	const max = 10
+	list := problems
+	if len(list) > max {
+		list = list[:max]
+	}
+	out := msg + " Problems: " + strings.Join(list, "; ")
+	if len(problems) > max {
+		out += fmt.Sprintf("; and %d more", len(problems)-max)
+	}
+	return out
 }
 
 func sentence(s string) string {

@@ -16,25 +16,27 @@ import (
 // config is every flag of design.md §3, after ALUMIINI_* environment
 // variables and defaults were applied.
 type config struct {
-	Kubeconfig         string
-	WatchNamespace     string
-	WebhookAddr        string
-	MetricsAddr        string
-	HealthAddr         string
-	WebhookSecretFile  string
-	WebhookInsecure    bool
-	CDEventsSink       string
-	LeaderElect        bool
-	LeaseNamespace     string
-	LeaseDuration      time.Duration
-	RenewDeadline      time.Duration
-	RetryPeriod        time.Duration
-	ShutdownTimeout    time.Duration
-	MaxConcurrentSyncs int
-	CacheDir           string
-	LogLevel           string
-	LogFormat          string
-	Version            bool
+	Kubeconfig          string
+	WatchNamespace      string
+	WebhookAddr         string
+	MetricsAddr         string
+	HealthAddr          string
+	WebhookSecretFile   string
+	WebhookInsecure     bool
+	CDEventsSink        string
+	LeaderElect         bool
+	LeaseNamespace      string
+	LeaseDuration       time.Duration
+	RenewDeadline       time.Duration
+	RetryPeriod         time.Duration
+	ShutdownTimeout     time.Duration
+	MaxConcurrentSyncs  int
+	AllowFileURLs       bool
+	WebhookMaxBodyBytes int64
+	CacheDir            string
+	LogLevel            string
+	LogFormat           string
+	Version             bool
 }
 
 // envName is the environment twin of a flag: --cache-dir → ALUMIINI_CACHE_DIR.
@@ -62,6 +64,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up leadership")
 	fs.DurationVar(&c.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "interval between leader election attempts")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on waiting for running syncs at shutdown")
+	fs.BoolVar(&c.AllowFileURLs, "allow-file-urls", false, "accept file:// repository URLs, which read the controller's own disk (local development only)")
+	fs.Int64Var(&c.WebhookMaxBodyBytes, "webhook-max-body-bytes", 1<<20, "largest webhook request body accepted; larger ones get 413")
 	fs.IntVar(&c.MaxConcurrentSyncs, "max-concurrent-syncs", 16, "how many repositories sync at once; the others wait their turn")
 	fs.StringVar(&c.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "alumiini"), "directory for git checkouts")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -70,6 +74,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return // ALUMIINI_VERSION often holds an image tag, not a request to print one
+		}
 		v := getenv(envName(f.Name))
 		if v == "" {
 			return
@@ -134,6 +141,9 @@ func (c config) validate() error {
 	if c.LeaderElect && !(c.RetryPeriod > 0 && c.RetryPeriod < c.RenewDeadline && c.RenewDeadline < c.LeaseDuration) {
 		errs = append(errs, fmt.Errorf("leader election timings: want 0 < retry-period (%v) < renew-deadline (%v) < lease-duration (%v)",
 			c.RetryPeriod, c.RenewDeadline, c.LeaseDuration))
+	}
+	if c.WebhookMaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("--webhook-max-body-bytes %d: want at least 1024", c.WebhookMaxBodyBytes))
 	}
 	if c.MaxConcurrentSyncs < 1 {
 		errs = append(errs, fmt.Errorf("--max-concurrent-syncs %d: want at least 1", c.MaxConcurrentSyncs))

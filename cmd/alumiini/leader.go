@@ -20,31 +20,43 @@ import (
 
 const leaseName = "alumiini-leader"
 
-// runLeaderElection blocks until ctx ends, calling lead with a context that
-// lives while this replica holds the Lease. The Lease is released on the
-// way out so a standby takes over at once after a clean shutdown.
-func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface, log *zap.Logger, lead func(context.Context)) error {
-	id, err := os.Hostname()
+// runLeaderElection blocks until ctx ends or the Lease is lost, running
+// lead while this replica holds the Lease. The Lease is released only after
+// lead has returned, so two replicas never sync at once; a clean shutdown
+// releases it at once and a standby takes over without waiting for it to
+// expire. Losing the Lease is an error: the process exits and restarts as a
+// standby.
+func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface, log *zap.Logger, lead func(context.Context) error) error {
+	host, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("leader election identity: %w", err)
 	}
-	id = fmt.Sprintf("%s_%d", id, os.Getpid())
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-	}
+	id := fmt.Sprintf("%s_%d", host, os.Getpid())
+	electionCtx, cancelElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelElection()
+	started, done := make(chan struct{}), make(chan struct{})
+	var leadErr error
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
+			Client:     kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+		},
 		LeaseDuration:   c.LeaseDuration,
 		RenewDeadline:   c.RenewDeadline,
 		RetryPeriod:     c.RetryPeriod,
 		ReleaseOnCancel: true,
 		Name:            leaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(leaseCtx context.Context) {
+				close(started)
+				defer close(done)
 				log.Info("became leader", zap.String("identity", id))
-				lead(ctx)
+				// Lead until the process stops or the Lease is lost.
+				leadCtx, cancel := context.WithCancel(leaseCtx)
+				defer context.AfterFunc(ctx, cancel)()
+				defer cancel()
+				leadErr = lead(leadCtx)
 			},
 			OnStoppedLeading: func() { log.Info("stopped leading", zap.String("identity", id)) },
 			OnNewLeader: func(leader string) {
@@ -57,30 +69,50 @@ func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface,
 	if err != nil {
 		return fmt.Errorf("leader election in namespace %s: %w", c.LeaseNamespace, err)
 	}
-	le.Run(ctx)
+	// On shutdown, end the election (releasing the Lease) only once the
+	// actors have stopped.
+	defer context.AfterFunc(ctx, func() {
+		select {
+		case <-started:
+			<-done
+		default:
+		}
+		cancelElection()
+	})()
+	le.Run(electionCtx)
+	select {
+	case <-started:
+		<-done
+	default:
+	}
+	if leadErr != nil {
+		return leadErr
+	}
+	if ctx.Err() == nil {
+		return fmt.Errorf("lost the Lease %s/%s: exiting so that this replica restarts as a standby", c.LeaseNamespace, leaseName)
+	}
 	return nil
 }
 
 // handoffSink is the webhook sink of a standby replica: it hands a verified
 // push to the leader by setting the requestedAt annotation, which the
-// leader's watcher turns into a sync.
-type handoffSink struct {
-	dyn dynamic.Interface
-	log *zap.Logger
-}
+// leader's watcher turns into a sync. The patch is synchronous so that a
+// failed handoff makes the webhook reply 503 and the provider retries.
+type handoffSink struct{ dyn dynamic.Interface }
 
-func (h handoffSink) Webhook(key types.NamespacedName, commit string) error {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-			v1alpha1.AnnotationRequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
-		}}})
-		_, err := h.dyn.Resource(v1alpha1.GitRepositoryResource).Namespace(key.Namespace).
-			Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: v1alpha1.FieldManager})
-		if err != nil {
-			h.log.Error("hand webhook to leader", zap.String("repository", key.String()), zap.String("commit", commit), zap.Error(err))
-		}
-	}()
+func (h handoffSink) Webhook(key types.NamespacedName, _ string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		v1alpha1.AnnotationRequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
+	}}})
+	if err != nil {
+		return err
+	}
+	_, err = h.dyn.Resource(v1alpha1.GitRepositoryResource).Namespace(key.Namespace).
+		Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: v1alpha1.FieldManager})
+	if err != nil {
+		return fmt.Errorf("hand the push for %s to the leader: %w", key, err)
+	}
 	return nil
 }

@@ -89,6 +89,7 @@ type controller struct {
 	informers dynamicinformer.DynamicSharedInformerFactory
 	health    health
 	sink      switchSink
+	grace     context.Context // ends the shutdown grace period after the signal
 }
 
 func newController(c config, getenv func(string) string, log *zap.Logger) (*controller, error) {
@@ -97,7 +98,7 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 		return nil, err
 	}
 	restCfg.UserAgent = "alumiini/" + version
-	restCfg.QPS, restCfg.Burst = 50, 100
+	restCfg.QPS, restCfg.Burst = 200, 400
 	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log)}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -151,9 +152,10 @@ func (ctrl *controller) run(ctx context.Context) error {
 	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
 		return fmt.Errorf("watch GitRepositories: %w", err)
 	}
-	ctrl.sink.set(handoffSink{dyn: ctrl.dyn, log: log})
+	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
 	hook := webhook.NewHandler(webhook.Config{
-		Secret: webhookSecret, AllowInsecure: c.WebhookInsecure, Metrics: ctrl.registry, Logger: log,
+		Secret: webhookSecret, AllowInsecure: c.WebhookInsecure, MaxBodyBytes: c.WebhookMaxBodyBytes,
+		Metrics: ctrl.registry, Logger: log,
 	}, ctrl.repos, ctrl.secrets, &ctrl.sink)
 
 	webhookSrv, err := listen("webhook", c.WebhookAddr, hook)
@@ -173,58 +175,78 @@ func (ctrl *controller) run(ctx context.Context) error {
 	}
 
 	stopInformers := make(chan struct{})
+	defer ctrl.informers.Shutdown()
+	defer close(stopInformers)
 	ctrl.informers.Start(stopInformers)
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		close(stopInformers)
 		return fmt.Errorf("GitRepository informer did not sync: %w", ctx.Err())
 	}
 	ctrl.health.ready.Store(true)
 	log.Info("started", zap.String("version", version), zap.String("watch_namespace", c.WatchNamespace),
 		zap.Bool("leader_elect", c.LeaderElect))
 
+	// Every shutdown step shares one grace period from the signal on.
+	var cancelGrace context.CancelFunc
+	ctrl.grace, cancelGrace = graceContext(ctx, c.ShutdownTimeout)
+	defer cancelGrace()
+	// The first step of a shutdown: refuse new webhooks.
+	stopWebhooks := context.AfterFunc(ctx, func() {
+		ctrl.health.ready.Store(false)
+		webhookSrv.shutdown(ctrl.grace)
+	})
+	defer stopWebhooks()
+
+	lead := func(ctx context.Context) error { return ctrl.lead(ctx, informer) }
 	if c.LeaderElect {
-		err = runLeaderElection(ctx, c, ctrl.kube, log, func(leadCtx context.Context) { ctrl.lead(leadCtx, informer) })
+		err = runLeaderElection(ctx, c, ctrl.kube, log, lead)
 	} else {
-		ctrl.lead(ctx, informer)
+		err = lead(ctx)
 	}
 
-	// Shutdown: refuse new webhooks first, then let syncs finish (lead
-	// returned after they did), then stop the rest.
+	// The actors have stopped (lead returned); stop the rest.
 	ctrl.health.ready.Store(false)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-	defer cancel()
-	webhookSrv.shutdown(shutdownCtx)
-	close(stopInformers)
-	ctrl.informers.Shutdown()
-	if err := ctrl.emitter.Close(shutdownCtx); err != nil {
-		log.Warn("CDEvents not all delivered", zap.Error(err))
+	webhookSrv.shutdown(ctrl.grace)
+	if cerr := ctrl.emitter.Close(ctrl.grace); cerr != nil {
+		log.Warn("CDEvents not all delivered", zap.Error(cerr))
 	}
-	metricsSrv.shutdown(shutdownCtx)
-	healthSrv.shutdown(shutdownCtx)
-	log.Info("stopped")
-	return err
+	metricsSrv.shutdown(ctrl.grace)
+	healthSrv.shutdown(ctrl.grace)
+	if err != nil {
+		log.Error("stopped on error", zap.Error(err))
+		return err
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+// graceContext returns a context that ends grace after ctx ends.
+func graceContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	g, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return g, func() { stop(); cancel() }
 }
 
 // lead runs the actor system until ctx ends: while it runs, this replica
-// syncs and its webhooks go straight to the repository actors.
-func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInformer) {
+// syncs and its webhooks go straight to the repository actors. It returns
+// once the actors have stopped, or the grace period ran out.
+func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInformer) error {
 	applier, err := k8s.NewApplier(ctrl.rest)
 	if err != nil {
-		ctrl.log.Error("cannot build the applier", zap.Error(err))
-		return
+		return fmt.Errorf("build the applier: %w", err)
 	}
 	recorder, stopRecorder := newRecorder(ctrl.kube)
 	defer stopRecorder()
 	fetcher := gitsrc.NewFetcher(ctrl.cfg.CacheDir)
 	p := &pipeline.Pipeline{
 		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn), Secrets: ctrl.secrets,
-		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log, WebhookRetries: 3,
-		Slots: make(chan struct{}, ctrl.cfg.MaxConcurrentSyncs),
+		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
+		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs,
 	}
 	sys := actors.NewSystem(actors.Config{
-		Syncer: p,
-		Logger: ctrl.log,
-		Hooks:  metricsHooks{ctrl.metrics},
+		Syncer:             p,
+		Logger:             ctrl.log,
+		Hooks:              metricsHooks{ctrl.metrics},
+		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
 		OnRemove: func(key string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -237,17 +259,16 @@ func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInfo
 		},
 	})
 	p.Cache = alucache.Start(sys.Root(), 5*time.Second)
+	defer func() { _ = p.Cache.Stop() }()
+	defer sys.Shutdown(ctrl.grace)
 	if err := sys.WatchInformer(ctx, informer); err != nil {
-		ctrl.log.Error("watch GitRepositories", zap.Error(err))
+		return fmt.Errorf("watch GitRepositories: %w", err)
 	}
 	ctrl.sink.set(sys)
 	<-ctx.Done()
-	// Hand webhooks back to the Lease holder before the actors stop.
-	ctrl.sink.set(handoffSink{dyn: ctrl.dyn, log: ctrl.log})
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), ctrl.cfg.ShutdownTimeout)
-	defer cancel()
-	sys.Shutdown(shutdownCtx)
-	_ = p.Cache.Stop()
+	// Hand webhooks back to whoever holds the Lease before the actors stop.
+	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
+	return nil
 }
 
 // readSecretFile reads --webhook-secret-file, trimming a trailing newline.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"sort"
 	"sync"
 
 	"go.uber.org/zap"
@@ -70,7 +69,6 @@ func (x *repoIndex) List() []*v1alpha1.GitRepository {
 		for _, r := range x.repos {
 			x.list = append(x.list, r)
 		}
-		sort.Slice(x.list, func(i, j int) bool { return x.list[i].Key() < x.list[j].Key() })
 	}
 	return x.list
 }

@@ -62,7 +62,7 @@ func run(ctx context.Context, bin, state string, extra []string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--kubeconfig", paths.kubeconfig, "--webhook-secret-file", paths.secret,
+	args := append([]string{"--kubeconfig", paths.kubeconfig, "--webhook-secret-file", paths.secret, "--allow-file-urls",
 		"--cache-dir", filepath.Join(state, "cache")}, extra...)
 	ctrl := exec.CommandContext(ctx, bin, args...)
 	ctrl.Stdout, ctrl.Stderr = os.Stdout, os.Stderr
