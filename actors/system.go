@@ -281,8 +281,18 @@ func (s *System) Shutdown(ctx context.Context) {
 		s.log.Warn("shutdown: cancelling syncs still running", zap.Error(ctx.Err()))
 	}
 	s.cancelSyncs()
+	// Cancelled syncs return promptly; wait for them so that no sync of
+	// this system overlaps with one of a new leader.
+	select {
+	case <-done:
+	case <-time.After(syncStopTimeout):
+		s.log.Error("shutdown: syncs still running after cancellation", zap.Duration("waited", syncStopTimeout))
+	}
 	s.actors.Shutdown()
 }
+
+// syncStopTimeout bounds the wait for cancelled syncs to return.
+const syncStopTimeout = 20 * time.Second
 
 func (s *System) lookup(key string) *actor.PID {
 	s.mu.RLock()

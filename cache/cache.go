@@ -13,6 +13,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
 
 // Entry is what the cache holds for one repository. Entries are shared,
@@ -23,6 +25,10 @@ type Entry struct {
 	Manifests   []*unstructured.Unstructured
 	ParseErrors []error           // manifests at Commit that did not parse
 	Hashes      map[string]string // resource identity → content hash
+	// Status is the GitRepository status as this controller last wrote it:
+	// newer than the informer's copy until the write comes back through the
+	// watch, so a poll right after a sync does not redo it.
+	Status *v1alpha1.GitRepositoryStatus
 }
 
 // DefaultTimeout bounds a request when the caller's context has no earlier

@@ -46,8 +46,16 @@ func (s *Secrets) Data(ctx context.Context, namespace, name string) (map[string]
 	if err != nil {
 		return nil, fmt.Errorf("read Secret %s: %w", key, err)
 	}
+	now := s.now()
 	s.mu.Lock()
-	s.entries[key] = secretEntry{data: sec.Data, fetched: s.now()}
+	// Drop expired copies on the way, so Secrets of deleted repositories do
+	// not stay in memory.
+	for k, e := range s.entries {
+		if now.Sub(e.fetched) >= s.ttl {
+			delete(s.entries, k)
+		}
+	}
+	s.entries[key] = secretEntry{data: sec.Data, fetched: now}
 	s.mu.Unlock()
 	return sec.Data, nil
 }

@@ -24,7 +24,7 @@ import (
 
 const webhookSecret = "e2e-webhook-secret"
 
-func secretFile(t *testing.T) string {
+func secretFile(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "webhook-secret")
 	if err := os.WriteFile(path, []byte(webhookSecret+"\n"), 0o600); err != nil {
@@ -34,7 +34,7 @@ func secretFile(t *testing.T) string {
 }
 
 // pushGitHub sends a signed GitHub push webhook for commit on main.
-func pushGitHub(t *testing.T, addr, repoURL, commit string) (int, string) {
+func pushGitHub(t testing.TB, addr, repoURL, commit string) (int, string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{
 		"ref": "refs/heads/main", "after": commit,

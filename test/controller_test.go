@@ -35,7 +35,7 @@ var (
 )
 
 // controllerBinary builds cmd/alumiini once per test run.
-func controllerBinary(t *testing.T) string {
+func controllerBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "alumiini-bin-")
@@ -57,7 +57,7 @@ func controllerBinary(t *testing.T) string {
 }
 
 // kubeconfigFile writes a kubeconfig for the control plane, once per test.
-func kubeconfigFile(t *testing.T) string {
+func kubeconfigFile(t testing.TB) string {
 	t.Helper()
 	kc, err := env.KubeConfig()
 	if err != nil {
@@ -71,7 +71,7 @@ func kubeconfigFile(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,7 +83,7 @@ func freeAddr(t *testing.T) string {
 
 // proc is one running controller.
 type proc struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	webhook string
 	metrics string
@@ -96,7 +96,7 @@ type proc struct {
 // startController runs the binary with its servers on free loopback ports;
 // extra flags come last and win. The process is stopped with SIGTERM when
 // the test ends, if it is still running.
-func startController(t *testing.T, extra ...string) *proc {
+func startController(t testing.TB, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
 	args := append([]string{
@@ -148,7 +148,7 @@ func (p *proc) Logs() string {
 }
 
 // waitReady polls /readyz.
-func (p *proc) waitReady(t *testing.T) {
+func (p *proc) waitReady(t testing.TB) {
 	t.Helper()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		code, _, err := httpGet("http://" + p.health + "/readyz")
@@ -163,7 +163,7 @@ func (p *proc) waitReady(t *testing.T) {
 }
 
 // stop sends SIGTERM and returns the exit error and how long it took.
-func (p *proc) stop(t *testing.T) (error, time.Duration) {
+func (p *proc) stop(t testing.TB) (error, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -191,7 +191,7 @@ func httpGet(url string) (int, string, error) {
 
 // metricValue sums the samples of a metric whose label set contains every
 // given label="value" pair, from the text exposition format.
-func (p *proc) metricValue(t *testing.T, name string, labels ...string) float64 {
+func (p *proc) metricValue(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	_, body, err := httpGet("http://" + p.metrics + "/metrics")
 	if err != nil {
@@ -221,7 +221,7 @@ func (p *proc) metricValue(t *testing.T, name string, labels ...string) float64 
 }
 
 // createRepo creates a GitRepository.
-func createRepo(t *testing.T, ns, name string, spec map[string]any) {
+func createRepo(t testing.TB, ns, name string, spec map[string]any) {
 	t.Helper()
 	_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).
 		Create(context.Background(), gitRepo(ns, name, spec), metav1.CreateOptions{})
@@ -231,7 +231,7 @@ func createRepo(t *testing.T, ns, name string, spec map[string]any) {
 }
 
 // getRepo reads a GitRepository.
-func getRepo(t *testing.T, ns, name string) *v1alpha1.GitRepository {
+func getRepo(t testing.TB, ns, name string) *v1alpha1.GitRepository {
 	t.Helper()
 	u, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -246,7 +246,7 @@ func getRepo(t *testing.T, ns, name string) *v1alpha1.GitRepository {
 
 // waitPhase waits until the GitRepository reports phase for a sync of
 // commit (its last attempted commit; for Synced also its last synced one).
-func waitPhase(t *testing.T, ns, name string, phase v1alpha1.Phase, commit string, timeout time.Duration) *v1alpha1.GitRepository {
+func waitPhase(t testing.TB, ns, name string, phase v1alpha1.Phase, commit string, timeout time.Duration) *v1alpha1.GitRepository {
 	t.Helper()
 	var repo *v1alpha1.GitRepository
 	testenv.Eventually(t, timeout, func() error {

@@ -50,7 +50,7 @@ func (s *run) driftCheck(ctx context.Context) error {
 		status, reason = true, "DriftDetected"
 		msg = fmt.Sprintf("%d object(s) differ from commit %s: %s.", found, short(s.fetch.Commit), names(res.Drifted, res.Missing))
 		if len(res.Failed) > 0 {
-			msg += fmt.Sprintf(" Correcting failed: %v.", res.Failed[0])
+			msg += fmt.Sprintf(" %d object(s) could not be checked or corrected: %v.", len(res.Failed), res.Failed[0])
 		}
 		s.p.Recorder.Event(s.repo, corev1.EventTypeWarning, "DriftDetected", msg)
 		s.emit(cdevents.Event{Kind: cdevents.DriftDetected, Drifted: found, Message: msg})

@@ -66,8 +66,24 @@ const statusTimeout = 10 * time.Second
 func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req actors.SyncRequest) error {
 	s := &run{p: p, repo: repo.DeepCopy(), req: req, start: time.Now()}
 	s.log = p.Logger.With(zap.String("repository", repo.Key()), zap.String("trigger", string(req.Trigger)))
+	entry, ok, err := p.Cache.Get(ctx, repo.Key())
+	if err != nil {
+		s.log.Warn("cache unavailable", zap.Error(err))
+	}
+	if ok {
+		s.entry = entry
+		if entry.Status != nil {
+			s.repo.Status = *entry.Status.DeepCopy()
+		}
+	}
 	result, err := s.sync(ctx)
 	p.Metrics.Sync(string(req.Trigger), result, time.Since(s.start))
+	if s.fresh || s.entryChanged {
+		s.entry.Status = s.repo.Status.DeepCopy()
+		if err := p.Cache.Put(context.WithoutCancel(ctx), repo.Key(), s.entry); err != nil {
+			s.log.Warn("cache put failed", zap.Error(err))
+		}
+	}
 	return err
 }
 
@@ -80,6 +96,10 @@ type run struct {
 	log   *zap.Logger
 	fetch gitsrc.Result
 	fresh bool // repo.Status was read from the API server during this sync
+	// entry is this repository's cache entry: read at the start of the
+	// sync, written back at its end when entryChanged or fresh.
+	entry        cache.Entry
+	entryChanged bool
 }
 
 // sync returns the metric result ("success", "failure", "unchanged",
@@ -214,7 +234,7 @@ func (s *run) apply(ctx context.Context) (string, error) {
 		s.emit(cdevents.Event{Kind: cdevents.Handover,
 			Message: fmt.Sprintf("Deployment %s handed to Rollout %s.", objectName(h.Deployment), h.Rollout)})
 	}
-	s.putCache(ctx, objs, parseErrs, res.Hashes)
+	s.remember(objs, parseErrs, res.Hashes)
 	return s.finish(ctx, res, parseErrs)
 }
 
@@ -237,10 +257,8 @@ func (s *run) options() k8s.Options {
 // manifests returns the parsed objects of the fetched commit, from the cache
 // when this commit was parsed before, and the hashes of the last apply.
 func (s *run) manifests(ctx context.Context) ([]*unstructured.Unstructured, []error, map[string]string) {
-	entry, ok, err := s.p.Cache.Get(ctx, s.repo.Key())
-	if err != nil {
-		s.log.Warn("cache unavailable, parsing again", zap.Error(err))
-	}
+	entry := s.entry
+	ok := entry.Commit != ""
 	var hashes map[string]string
 	// Hashes are only trusted for the generation they were computed under
 	// (a spec change may change what is sent), and a manual request sends
@@ -255,12 +273,11 @@ func (s *run) manifests(ctx context.Context) ([]*unstructured.Unstructured, []er
 	return objs, errs, hashes
 }
 
-func (s *run) putCache(ctx context.Context, objs []*unstructured.Unstructured, parseErrs []error, hashes map[string]string) {
-	err := s.p.Cache.Put(ctx, s.repo.Key(), cache.Entry{Commit: s.fetch.Commit, Path: s.fetch.Dir,
-		Manifests: objs, ParseErrors: parseErrs, Hashes: hashes})
-	if err != nil {
-		s.log.Warn("cache put failed", zap.Error(err))
-	}
+// remember keeps what this sync parsed and applied for the next one.
+func (s *run) remember(objs []*unstructured.Unstructured, parseErrs []error, hashes map[string]string) {
+	s.entry = cache.Entry{Commit: s.fetch.Commit, Path: s.fetch.Dir, Manifests: objs, ParseErrors: parseErrs,
+		Hashes: hashes, Status: s.entry.Status}
+	s.entryChanged = true
 }
 
 // finish writes the outcome of an apply to the status and reports it.

@@ -63,7 +63,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
 	fs.DurationVar(&c.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up leadership")
 	fs.DurationVar(&c.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "interval between leader election attempts")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on waiting for running syncs at shutdown")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "grace period of a shutdown, from the signal on: running syncs finish, CDEvents drain, servers stop")
 	fs.BoolVar(&c.AllowFileURLs, "allow-file-urls", false, "accept file:// repository URLs, which read the controller's own disk (local development only)")
 	fs.Int64Var(&c.WebhookMaxBodyBytes, "webhook-max-body-bytes", 1<<20, "largest webhook request body accepted; larger ones get 413")
 	fs.IntVar(&c.MaxConcurrentSyncs, "max-concurrent-syncs", 16, "how many repositories sync at once; the others wait their turn")
@@ -74,9 +74,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "version" {
-			return // ALUMIINI_VERSION often holds an image tag, not a request to print one
-		}
 		v := getenv(envName(f.Name))
 		if v == "" {
 			return

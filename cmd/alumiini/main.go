@@ -90,6 +90,7 @@ type controller struct {
 	health    health
 	sink      switchSink
 	grace     context.Context // ends the shutdown grace period after the signal
+	stopping  func() bool     // the process was asked to stop
 }
 
 func newController(c config, getenv func(string) string, log *zap.Logger) (*controller, error) {
@@ -186,6 +187,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 		zap.Bool("leader_elect", c.LeaderElect))
 
 	// Every shutdown step shares one grace period from the signal on.
+	ctrl.stopping = func() bool { return ctx.Err() != nil }
 	var cancelGrace context.CancelFunc
 	ctrl.grace, cancelGrace = graceContext(ctx, c.ShutdownTimeout)
 	defer cancelGrace()
@@ -260,7 +262,18 @@ func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInfo
 	})
 	p.Cache = alucache.Start(sys.Root(), 5*time.Second)
 	defer func() { _ = p.Cache.Stop() }()
-	defer sys.Shutdown(ctrl.grace)
+	defer func() {
+		// On a signal, running syncs may finish within the grace period; when
+		// the Lease was lost they are cancelled at once, as another replica
+		// may already lead.
+		stop := ctrl.grace
+		if !ctrl.stopping() {
+			cancelled, cancel := context.WithCancel(context.Background())
+			cancel()
+			stop = cancelled
+		}
+		sys.Shutdown(stop)
+	}()
 	if err := sys.WatchInformer(ctx, informer); err != nil {
 		return fmt.Errorf("watch GitRepositories: %w", err)
 	}

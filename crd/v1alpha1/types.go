@@ -92,9 +92,9 @@ type GitRepositorySpec struct {
 	// +optional
 	Tag string `json:"tag,omitempty"`
 
-	// Commit SHA to pin, in full (40 hexadecimal characters, or 64 for
-	// SHA-256 repositories); it wins over Tag and Branch.
-	// +kubebuilder:validation:Pattern=`^([0-9a-f]{40}|[0-9a-f]{64})?$`
+	// Commit SHA to pin, in full (40 hexadecimal characters); it wins over
+	// Tag and Branch.
+	// +kubebuilder:validation:Pattern=`^([0-9a-f]{40})?$`
 	// +optional
 	Commit string `json:"commit,omitempty"`
 

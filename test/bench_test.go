@@ -1,0 +1,77 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/gitserver"
+)
+
+// BenchmarkWebhookToApplied measures design.md §6's "webhook → objects
+// applied" for a 20-object repository on loopback: each iteration pushes a
+// commit that changes one object, sends the signed webhook, and stops the
+// clock when a watch sees the changed object. It reports the median and p99.
+func BenchmarkWebhookToApplied(b *testing.B) {
+	ns := env.Namespace(b)
+	git := gitserver.New(b)
+	repo := git.CreateRepo(b, "bench")
+	files := map[string]string{}
+	for i := 0; i < 20; i++ {
+		files[fmt.Sprintf("cm-%02d.yaml", i)] = configMapYAML(fmt.Sprintf("cm-%02d", i), ns, "0")
+	}
+	first := repo.CommitStrings("first", files)
+	ctrl := startController(b, "--webhook-secret-file", secretFile(b), "--watch-namespace", ns, "--log-level", "warn")
+	_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Create(context.Background(),
+		gitRepo(ns, "bench", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"}), metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitPhase(b, ns, "bench", v1alpha1.PhaseSynced, first, time.Minute)
+
+	w, err := env.Kube.CoreV1().ConfigMaps(ns).Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=cm-00"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	var took []time.Duration
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		b.StopTimer()
+		want := fmt.Sprint(i)
+		sha := repo.CommitStrings(want, map[string]string{"cm-00.yaml": configMapYAML("cm-00", ns, want)})
+		b.StartTimer()
+		start := time.Now()
+		if code, body := pushGitHub(b, ctrl.webhook, repo.URL(), sha); code != http.StatusAccepted {
+			b.Fatalf("webhook: %d %s", code, body)
+		}
+		waitValue(b, w.ResultChan(), want)
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99-ms")
+}
+
+func waitValue(b *testing.B, events <-chan watch.Event, want string) {
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if cm, ok := ev.Object.(*corev1.ConfigMap); ok && cm.Data["value"] == want {
+				return
+			}
+		case <-timeout:
+			b.Fatalf("object not applied within 30s (want value %s)", want)
+		}
+	}
+}
