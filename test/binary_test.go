@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/gitserver"
@@ -33,15 +37,22 @@ func secretFile(t testing.TB) string {
 	return path
 }
 
-// pushGitHub sends a signed GitHub push webhook for commit on main.
+// pushGitHub sends a GitHub push webhook for commit on main, signed with
+// the controller-wide secret.
 func pushGitHub(t testing.TB, addr, repoURL, commit string) (int, string) {
+	t.Helper()
+	return pushGitHubSigned(t, addr, repoURL, commit, webhookSecret)
+}
+
+// pushGitHubSigned sends a GitHub push webhook signed with secret.
+func pushGitHubSigned(t testing.TB, addr, repoURL, commit, secret string) (int, string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{
 		"ref": "refs/heads/main", "after": commit,
 		"head_commit": map[string]any{"id": commit},
 		"repository":  map[string]any{"clone_url": repoURL, "html_url": strings.TrimSuffix(repoURL, ".git")},
 	})
-	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhook/github", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -195,5 +206,64 @@ func TestLeaderElection(t *testing.T) {
 	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, third, 60*time.Second)
 	if n := standby.metricValue(t, "alumiini_repository_actors"); n != 1 {
 		t.Fatalf("after the leader died, the standby runs %v actors, want 1", n)
+	}
+}
+
+// TestWebhookSecretRefOverridesTheControllerSecret: a repository with its
+// own webhook Secret accepts pushes signed with it, and refuses pushes
+// signed with the controller-wide secret.
+func TestWebhookSecretRefOverridesTheControllerSecret(t *testing.T) {
+	ns := env.Namespace(t)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns}, Data: map[string][]byte{"token": []byte("per-repo")}}
+	if _, err := env.Kube.CoreV1().Secrets(ns).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns)
+	ctrl.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h",
+		"webhookSecretRef": map[string]any{"name": "hook"}})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), second); code != http.StatusUnauthorized {
+		t.Fatalf("push signed with the controller secret = %d %s, want 401", code, body)
+	}
+	if code, body := pushGitHubSigned(t, ctrl.webhook, repo.URL(), second, "per-repo"); code != http.StatusAccepted {
+		t.Fatalf("push signed with the repository's secret = %d %s, want 202", code, body)
+	}
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 20*time.Second)
+}
+
+// TestGitCredentialsFromSecretRef: a repository behind basic auth fails
+// with an actionable message until spec.secretRef names its credentials.
+func TestGitCredentialsFromSecretRef(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t, gitserver.WithBasicAuth("deploy", "s3cret-pass"))
+	repo := git.CreateRepo(t, "private")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ctrl := startController(t, "--watch-namespace", ns)
+	ctrl.waitReady(t)
+	createRepo(t, ns, "private", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	failed := waitPhase(t, ns, "private", v1alpha1.PhaseFailed, "", 60*time.Second)
+	if !strings.Contains(failed.Status.Message, "spec.secretRef") {
+		t.Fatalf("message does not say how to fix it: %q", failed.Status.Message)
+	}
+
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
+		Data: map[string][]byte{"username": []byte("deploy"), "password": []byte("s3cret-pass")}}
+	if _, err := env.Kube.CoreV1().Secrets(ns).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"spec":{"secretRef":{"name":"git"}}}`)
+	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), "private",
+		"application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, ns, "private", v1alpha1.PhaseSynced, first, 60*time.Second)
+	if strings.Contains(ctrl.Logs(), "s3cret-pass") {
+		t.Fatal("the git password appears in the controller's logs")
 	}
 }
