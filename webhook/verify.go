@@ -33,15 +33,13 @@ var (
 	errSecretUnavailable = errors.New("the webhook secret of a matching GitRepository cannot be read")
 )
 
-func unauthorizedMessage(p provider, err error) string {
-	switch {
-	case errors.Is(err, errBadSignature):
-		return fmt.Sprintf("%s is missing or does not verify with the webhook secret; check the secret configured at the provider", p.signature)
-	case errors.Is(err, errNoSecret):
-		return "no webhook secret is configured: set --webhook-secret-file or spec.webhookSecretRef (or allow insecure webhooks for local development)"
-	default:
-		return "the webhook secret of a matching GitRepository cannot be read; see the controller logs"
-	}
+// unauthorizedMessage is the same whatever the cause, so that an unsigned
+// sender cannot learn which repositories exist or how their secrets are
+// set up; the controller's log names the cause.
+func unauthorizedMessage(p provider, _ error) string {
+	return fmt.Sprintf("%s is missing or does not verify, or no webhook secret applies to this repository; "+
+		"check the secret configured at the provider against --webhook-secret-file or spec.webhookSecretRef "+
+		"(the controller log says which)", p.signature)
 }
 
 // authenticate returns the candidates the request verifies for. Each
