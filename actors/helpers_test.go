@@ -125,6 +125,35 @@ func status(t *testing.T, s *System, key string) RepoStatus {
 	return st
 }
 
+// recvTimeout bounds every wait for something the code under test must do,
+// so that a failure fails the test instead of hanging until go test's timeout.
+const recvTimeout = 10 * time.Second
+
+// recv returns the next value from ch, failing the test if none arrives
+// within recvTimeout; what names the awaited event in the failure.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(recvTimeout):
+		t.Fatalf("timed out after %v waiting for %s", recvTimeout, what)
+		panic("unreachable")
+	}
+}
+
+// await blocks a test Syncer until the test closes release, or until the
+// sync is cancelled, so that a test failing before its release does not
+// leave a sync behind that ignores Shutdown.
+func await(ctx context.Context, release <-chan struct{}) error {
+	select {
+	case <-release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // waitStatus polls the actor's status until ok accepts it.
 func waitStatus(t *testing.T, s *System, key string, what string, ok func(RepoStatus) bool) RepoStatus {
 	t.Helper()

@@ -36,7 +36,7 @@ func TestRemoveCancelsTheRunningSyncThenCallsOnRemove(t *testing.T) {
 
 	s.Remove("ns/a")
 	s.Upsert(newRepo("ns", "a", 1, time.Hour)) // re-created while the old actor stops
-	if key := <-removed; key != "ns/a" {
+	if key := recv(t, removed, "OnRemove after Remove"); key != "ns/a" {
 		t.Fatalf("OnRemove(%q), want ns/a", key)
 	}
 	waitStatus(t, s, "ns/a", "the re-created repository synced", func(st RepoStatus) bool { return st.Syncs == 1 && st.LastError == nil })
@@ -59,7 +59,7 @@ func TestRemoveStopsACrashedActorWaitingForItsRestart(t *testing.T) {
 	})
 
 	s.Remove("ns/a")
-	if key := <-removed; key != "ns/a" {
+	if key := recv(t, removed, "OnRemove after Remove"); key != "ns/a" {
 		t.Fatalf("OnRemove(%q), want ns/a", key)
 	}
 	if keys := s.Keys(); len(keys) != 0 {

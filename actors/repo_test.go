@@ -20,8 +20,7 @@ func TestStatusAnsweredWhileSyncing(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, _ SyncRequest) error {
-		<-release
-		return nil
+		return await(ctx, release)
 	}}
 	s := start(t, Config{Syncer: rec})
 	s.Upsert(newRepo("ns", "a", 7, time.Hour))
@@ -36,7 +35,7 @@ func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
 	release := make(chan struct{})
 	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
 		if req.Trigger == TriggerStartup {
-			<-release
+			return await(ctx, release)
 		}
 		return nil
 	}}
@@ -82,8 +81,7 @@ func TestSyncNowWaitsForASyncStartedAfterTheRequest(t *testing.T) {
 	failFollowUp := errors.New("follow-up failed")
 	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
 		if req.Trigger == TriggerStartup {
-			<-release
-			return nil
+			return await(ctx, release)
 		}
 		return failFollowUp
 	}}
@@ -95,7 +93,7 @@ func TestSyncNowWaitsForASyncStartedAfterTheRequest(t *testing.T) {
 	go func() { got <- s.SyncNow(context.Background(), "ns/a") }()
 	waitStatus(t, s, "ns/a", "SyncNow queued", func(st RepoStatus) bool { return st.Pending })
 	close(release) // the startup sync succeeds; SyncNow must wait for the next one
-	if err := <-got; !errors.Is(err, failFollowUp) {
+	if err := recv(t, got, "SyncNow to return"); !errors.Is(err, failFollowUp) {
 		t.Fatalf("SyncNow = %v, want the error of the sync started after it", err)
 	}
 	if tr := triggers(rec.of("ns/a")); !slices.Equal(tr, []Trigger{TriggerStartup, TriggerManual}) {
@@ -105,19 +103,19 @@ func TestSyncNowWaitsForASyncStartedAfterTheRequest(t *testing.T) {
 
 func TestSuspendStopsTimersAndTriggersAndResumeRestartsThem(t *testing.T) {
 	const interval = 20 * time.Millisecond
-	synced := make(chan SyncRequest, 1000)
-	rec := &recorder{fn: func(_ context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
-		synced <- req
+	synced := make(chan SyncRequest, 1000) // the syncs of ns/a
+	rec := &recorder{fn: func(_ context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error {
+		if repo.Name == "a" {
+			synced <- req
+		}
 		return nil
 	}}
 	s := start(t, Config{Syncer: rec})
 	s.Upsert(newRepo("ns", "a", 1, interval))
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := countTrigger(rec.of("ns/a"), TriggerPoll); n < 3 {
-			return fmt.Errorf("%d poll syncs so far", n)
-		}
-		return nil
-	})
+	// control polls on the same interval throughout, so its polls mark a
+	// window in which a's timers would have fired had they kept running.
+	s.Upsert(newRepo("ns", "control", 1, interval))
+	waitPolls(t, rec, "ns/a", 3)
 
 	suspended := newRepo("ns", "a", 2, interval)
 	suspended.Spec.Suspend = true
@@ -130,22 +128,35 @@ func TestSuspendStopsTimersAndTriggersAndResumeRestartsThem(t *testing.T) {
 		t.Fatalf("SyncNow while suspended = %v, want errSuspended", err)
 	}
 	drain(synced)
-	// Nothing may sync during ten poll periods.
+	// Five control polls span at least four jittered periods (each ≤ 1.1
+	// interval), so a running timer of a would have fired at least thrice.
+	waitPolls(t, rec, "ns/control", countTrigger(rec.of("ns/control"), TriggerPoll)+5)
 	select {
 	case req := <-synced:
 		t.Fatalf("suspended repository synced: %+v", req)
-	case <-time.After(10 * interval):
+	default:
 	}
 
 	s.Upsert(newRepo("ns", "a", 3, interval))
-	if req := <-synced; req.Trigger != TriggerSpec {
+	if req := recv(t, synced, "the spec sync after resume"); req.Trigger != TriggerSpec {
 		t.Fatalf("first sync after resume = %+v, want trigger spec", req)
 	}
 	for range 2 {
-		if req := <-synced; req.Trigger != TriggerPoll {
+		if req := recv(t, synced, "a poll after resume"); req.Trigger != TriggerPoll {
 			t.Fatalf("sync after resume = %+v, want polls again", req)
 		}
 	}
+}
+
+// waitPolls waits until the repository key has had at least n poll syncs.
+func waitPolls(t *testing.T, rec *recorder, key string, n int) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got := countTrigger(rec.of(key), TriggerPoll); got < n {
+			return fmt.Errorf("%s: %d poll syncs so far, want %d", key, got, n)
+		}
+		return nil
+	})
 }
 
 func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
@@ -158,7 +169,8 @@ func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
 		return nil
 	}}
 	hooks := &hookRecorder{}
-	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: Backoff{Base: 40 * time.Millisecond, Max: 10 * time.Second}})
+	backoff := Backoff{Base: 40 * time.Millisecond, Max: 10 * time.Second}
+	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: backoff})
 	s.Upsert(newRepo("ns", "bad", 1, time.Hour))
 	s.Upsert(newRepo("ns", "good1", 1, 20*time.Millisecond))
 	s.Upsert(newRepo("ns", "good2", 1, 20*time.Millisecond))
@@ -171,12 +183,17 @@ func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
 	if len(restarts) != crashes {
 		t.Fatalf("bad restarted %d times, want %d", len(restarts), crashes)
 	}
-	for i := 2; i < len(restarts); i++ {
-		prev, gap := restarts[i-1].Sub(restarts[i-2]), restarts[i].Sub(restarts[i-1])
-		if gap <= prev {
-			t.Fatalf("restart gaps %v then %v: want each longer than the last", prev, gap)
-		}
+	syncs := rec.of("ns/bad")
+	if len(syncs) != crashes+1 {
+		t.Fatalf("bad synced %d times, want %d crashing syncs and a clean one", len(syncs), crashes+1)
 	}
+	// Crash i happens during sync i; restart i follows it after attempt i
+	// of the backoff schedule.
+	var crashed []time.Time
+	for _, c := range syncs[:crashes] {
+		crashed = append(crashed, c.at)
+	}
+	checkBackoff(t, "restart", backoff, crashed, restarts)
 	for _, key := range []string{"ns/good1", "ns/good2"} {
 		if n := len(hooks.of(key)); n != 0 {
 			t.Fatalf("%s restarted %d times, want 0", key, n)
@@ -203,7 +220,8 @@ func TestFailedSyncIsRetriedWithBackoffNotRestarted(t *testing.T) {
 		return nil
 	}}
 	hooks := &hookRecorder{}
-	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: Backoff{Base: 30 * time.Millisecond, Max: 10 * time.Second}})
+	backoff := Backoff{Base: 30 * time.Millisecond, Max: 10 * time.Second}
+	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: backoff})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
 
 	st := waitStatus(t, s, "ns/a", "succeeded after retries", func(st RepoStatus) bool { return st.Syncs == failures+1 })
@@ -214,14 +232,33 @@ func TestFailedSyncIsRetriedWithBackoffNotRestarted(t *testing.T) {
 	if tr := triggers(calls); !slices.Equal(tr, []Trigger{TriggerStartup, TriggerStartup, TriggerStartup, TriggerStartup}) {
 		t.Fatalf("triggers = %v, want the failed startup sync retried", tr)
 	}
-	for i := 2; i < len(calls); i++ {
-		prev, gap := calls[i-1].at.Sub(calls[i-2].at), calls[i].at.Sub(calls[i-1].at)
-		if gap <= prev {
-			t.Fatalf("retry gaps %v then %v: want each longer than the last", prev, gap)
-		}
+	// Sync i fails at once; sync i+1 is its retry after attempt i of the
+	// backoff schedule.
+	var at []time.Time
+	for _, c := range calls {
+		at = append(at, c.at)
 	}
+	checkBackoff(t, "retry", backoff, at[:failures], at[1:])
 	if r := hooks.of("ns/a"); len(r) != 0 {
 		t.Fatalf("a failed sync restarted the actor %d times", len(r))
+	}
+}
+
+// checkBackoff asserts that the wait from[i] → to[i] lasted at least the
+// lower jitter bound of attempt i of b's schedule, and that those bounds
+// grow, so the waits follow the doubling schedule. Scheduling delays only
+// lengthen waits, so the upper bound has generous slack.
+func checkBackoff(t *testing.T, what string, b Backoff, from, to []time.Time) {
+	t.Helper()
+	const slack = 3 * time.Second
+	for i := range from {
+		low, high := b.Delay(i, 0), b.Delay(i, 1)
+		if i > 0 && low <= b.Delay(i-1, 0) {
+			t.Fatalf("test schedule %+v: lower bound %v of attempt %d does not grow", b, low, i)
+		}
+		if wait := to[i].Sub(from[i]); wait < low || wait > high+slack {
+			t.Fatalf("%s %d came %v after its failure, want between %v (attempt %d's lower bound) and %v", what, i, wait, low, i, high+slack)
+		}
 	}
 }
 
@@ -256,7 +293,7 @@ func TestSyncContextHasTheSpecTimeout(t *testing.T) {
 	repo := newRepo("ns", "a", 1, time.Hour)
 	repo.Spec.Timeout.Duration = 42 * time.Second
 	s.Upsert(repo)
-	if d := <-deadlines; d <= 40*time.Second || d > 42*time.Second {
+	if d := recv(t, deadlines, "the startup sync"); d <= 40*time.Second || d > 42*time.Second {
 		t.Fatalf("sync deadline in %v, want about the spec's 42s timeout", d)
 	}
 }

@@ -50,8 +50,8 @@ func TestShutdownWaitsForRunningSyncs(t *testing.T) {
 	default:
 	}
 	close(release)
-	<-done
-	if err := <-ended; err != nil {
+	recv(t, done, "Shutdown to return after the sync finished")
+	if err := recv(t, ended, "the running sync to end"); err != nil {
 		t.Fatalf("the running sync ended with %v, want it to finish undisturbed", err)
 	}
 }
@@ -66,7 +66,7 @@ func TestShutdownCancelsSyncsWhenItsContextEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	s.Shutdown(ctx)
-	if err := <-ended; !errors.Is(err, context.Canceled) {
+	if err := recv(t, ended, "the running sync to end"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the running sync ended with %v, want it cancelled", err)
 	}
 	if err := s.Watch(context.Background(), env.Dynamic, ""); err == nil {

@@ -73,7 +73,10 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	if ok {
 		s.entry = entry
 		if entry.Status != nil {
-			s.repo.Status = *entry.Status.DeepCopy()
+			// What this controller last wrote is what the API server holds:
+			// only the leader writes status, and a new leader starts with an
+			// empty cache.
+			s.repo.Status, s.fresh = *entry.Status.DeepCopy(), true
 		}
 	}
 	result, err := s.sync(ctx)
