@@ -242,7 +242,7 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 		err := fmt.Errorf("sync of %s panicked: %v", a.key, d.recovered)
 		a.answer(d.run.waiters, err)
 		a.halt(err)
-		a.sys.log.Error("sync panicked", zap.String("repo", a.key), zap.ByteString("stack", d.stack))
+		a.sys.log.Error("sync panicked", zap.String("repository", a.key), zap.ByteString("stack", d.stack))
 		panic(err) // crash this actor alone; the supervisor restarts it
 	}
 	took := time.Since(d.run.started)
@@ -272,7 +272,7 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 func (a *repoActor) retryLater(req SyncRequest, err error) {
 	delay := a.retries.next(a.sys.cfg.Backoff, time.Now(), rand.Float64())
 	a.sys.log.Warn("sync failed; retrying",
-		zap.String("repo", a.key), zap.String("trigger", string(req.Trigger)),
+		zap.String("repository", a.key), zap.String("trigger", string(req.Trigger)),
 		zap.Duration("delay", delay), zap.Error(err))
 	a.failed = &req
 	stopTimer(a.retryTimer)

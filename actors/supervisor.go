@@ -90,7 +90,7 @@ func (s *supervisor) spawn(ctx actor.Context, repo *v1alpha1.GitRepository) {
 	props := actor.PropsFromProducer(func() actor.Actor { return &repoActor{sys: s.sys, key: key, repo: c.repo.Load()} })
 	pid, err := ctx.SpawnNamed(props, key)
 	if err != nil {
-		s.sys.log.Error("spawn repository actor", zap.String("repo", key), zap.Error(err))
+		s.sys.log.Error("spawn repository actor", zap.String("repository", key), zap.Error(err))
 		return
 	}
 	c.pid = pid
@@ -125,7 +125,7 @@ func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, w
 	}
 	delay := c.restarts.next(s.sys.cfg.Backoff, time.Now(), rand.Float64())
 	s.sys.log.Error("repository actor crashed; restarting it",
-		zap.String("repo", key), zap.Any("reason", reason), zap.Duration("delay", delay))
+		zap.String("repository", key), zap.Any("reason", reason), zap.Duration("delay", delay))
 	c.crashed = true
 	root, self := s.sys.root, s.self
 	c.restartTimer = time.AfterFunc(delay, func() { root.Send(self, &restart{key: key, pid: who, sup: sup}) })

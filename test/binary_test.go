@@ -134,9 +134,13 @@ func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
 		return nil
 	})
 	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 10*time.Second)
-	if n := ctrl.metricValue(t, "alumiini_syncs_total", `trigger="webhook"`, `result="success"`); n != 1 {
-		t.Fatalf("webhook-triggered successful syncs = %v, want 1", n)
-	}
+	// The metric is recorded just after the status is written.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := ctrl.metricValue(t, "alumiini_syncs_total", `trigger="webhook"`, `result="success"`); n != 1 {
+			return fmt.Errorf("webhook-triggered successful syncs = %v, want 1", n)
+		}
+		return nil
+	})
 
 	// A webhook naming a commit the server does not show yet: the fetch is
 	// retried a few times (one ref listing each), then the sync goes on
@@ -168,7 +172,7 @@ func TestLeaderElection(t *testing.T) {
 	repo := git.CreateRepo(t, "apps")
 	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
 	flags := []string{"--leader-elect", "--lease-namespace", ns, "--watch-namespace", ns, "--webhook-secret-file", secretFile(t),
-		"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"}
+		"--leader-elect-lease-duration", "8s", "--leader-elect-renew-deadline", "6s", "--leader-elect-retry-period", "1s"}
 	a := startController(t, flags...)
 	b := startController(t, flags...)
 	a.waitReady(t)
