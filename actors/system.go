@@ -153,6 +153,7 @@ type System struct {
 	cancelSyncs context.CancelFunc
 	syncs       sync.WaitGroup
 	slots       chan struct{} // nil: unbounded
+	stopping    chan struct{} // closed when Shutdown starts: queued syncs give up
 
 	mu     sync.RWMutex
 	pids   map[string]*actor.PID // live repository actors, kept by the supervisor
@@ -177,6 +178,7 @@ func NewSystem(cfg Config) *System {
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	s := &System{cfg: cfg, log: cfg.Logger, pids: map[string]*actor.PID{}}
 	s.syncCtx, s.cancelSyncs = context.WithCancel(context.Background())
+	s.stopping = make(chan struct{})
 	if cfg.MaxConcurrentSyncs > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConcurrentSyncs)
 	}
@@ -263,6 +265,7 @@ func (s *System) Shutdown(ctx context.Context) {
 	s.closed = true
 	w := s.watch
 	s.mu.Unlock()
+	close(s.stopping)
 
 	if w != nil {
 		w.stop(s.root)
@@ -291,8 +294,9 @@ func (s *System) Shutdown(ctx context.Context) {
 	s.actors.Shutdown()
 }
 
-// syncStopTimeout bounds the wait for cancelled syncs to return.
-const syncStopTimeout = 20 * time.Second
+// syncStopTimeout bounds the wait for cancelled syncs to return (their
+// final status write is bounded by 10 s).
+const syncStopTimeout = 12 * time.Second
 
 func (s *System) lookup(key string) *actor.PID {
 	s.mu.RLock()
@@ -319,17 +323,40 @@ func (s *System) register(key string, pid *actor.PID) {
 	}
 }
 
-// acquire waits for a sync slot; release gives it back.
+// errStopping is the error of a sync that never started because the system
+// was shutting down.
+var errStopping = errors.New("not started: shutting down")
+
+// acquire waits for a sync slot; release gives it back. Once Shutdown has
+// begun, no queued sync starts.
 func (s *System) acquire(ctx context.Context) error {
 	if s.slots == nil {
-		return nil
+		select {
+		case <-s.stopping:
+			return errStopping
+		default:
+			return ctx.Err()
+		}
 	}
 	select {
 	case s.slots <- struct{}{}:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.stopping:
+		return errStopping
 	}
+	// select picks at random among ready cases: check again.
+	select {
+	case <-s.stopping:
+		<-s.slots
+		return errStopping
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		<-s.slots
+		return err
+	}
+	return nil
 }
 
 func (s *System) release() {

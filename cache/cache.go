@@ -13,6 +13,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
@@ -20,6 +21,7 @@ import (
 // Entry is what the cache holds for one repository. Entries are shared,
 // not copied: treat them as read-only once Put, and after Get.
 type Entry struct {
+	UID         types.UID // of the GitRepository the entry describes
 	Commit      string
 	Path        string // directory of the checkout the manifests were parsed from
 	Manifests   []*unstructured.Unstructured

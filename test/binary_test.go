@@ -271,3 +271,41 @@ func TestGitCredentialsFromSecretRef(t *testing.T) {
 		t.Fatal("the git password appears in the controller's logs")
 	}
 }
+
+// TestLeaderReleasesTheLeaseOnSIGTERM: a leader stopped cleanly releases
+// the Lease after its actors stopped, so the standby takes over long before
+// the Lease would expire, and syncs.
+func TestLeaderReleasesTheLeaseOnSIGTERM(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	repo := git.CreateRepo(t, "apps")
+	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	// A Lease that would take a minute to expire: only a release explains a
+	// quick takeover.
+	flags := []string{"--leader-elect", "--lease-namespace", ns, "--watch-namespace", ns,
+		"--leader-elect-lease-duration", "60s", "--leader-elect-renew-deadline", "40s", "--leader-elect-retry-period", "500ms"}
+	a := startController(t, flags...)
+	a.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+	b := startController(t, flags...)
+	b.waitReady(t)
+	if n := b.metricValue(t, "alumiini_repository_actors"); n != 0 {
+		t.Fatalf("the second replica runs %v actors while the first leads", n)
+	}
+
+	if err, _ := a.stop(t); err != nil {
+		t.Fatalf("leader exit: %v", err)
+	}
+	if !strings.Contains(a.Logs(), "released the Lease") {
+		t.Fatalf("the leader did not release the Lease:\n%s", a.Logs())
+	}
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n := b.metricValue(t, "alumiini_repository_actors"); n != 1 {
+			return fmt.Errorf("standby runs %v actors", n)
+		}
+		return nil
+	})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 30*time.Second)
+}

@@ -59,10 +59,9 @@ func (s *run) driftCheck(ctx context.Context) error {
 		s.log.Info("drift", zap.Int("found", found), zap.Int("corrected", len(res.Corrected)),
 			zap.Int("failed", len(res.Failed)), zap.String("mode", string(mode)))
 	}
-	s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+	return s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
 		setCondition(st, v1alpha1.ConditionDrifted, status, reason, msg, s.repo.Generation)
 	})
-	return nil
 }
 
 // names lists objects for a message, at most five.

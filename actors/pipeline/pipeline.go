@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/false-systems/alumiini/actors"
@@ -50,6 +51,11 @@ type Pipeline struct {
 	// AllowFileURLs permits file:// repositories: local development only, as
 	// they read the controller's own file system.
 	AllowFileURLs bool
+	// Fence ends when this replica may no longer write status (it lost the
+	// Lease); status writes are detached from a sync's own context, so that
+	// a sync that ran out of time can still say so, but never from the
+	// fence. Nil means no fence.
+	Fence context.Context
 }
 
 var _ actors.Syncer = (*Pipeline)(nil)
@@ -70,7 +76,7 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	if err != nil {
 		s.log.Warn("cache unavailable", zap.Error(err))
 	}
-	if ok {
+	if ok && entry.UID == repo.UID {
 		s.entry = entry
 		if entry.Status != nil {
 			// What this controller last wrote is what the API server holds:
@@ -82,7 +88,11 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	result, err := s.sync(ctx)
 	p.Metrics.Sync(string(req.Trigger), result, time.Since(s.start))
 	if s.fresh || s.entryChanged {
-		s.entry.Status = s.repo.Status.DeepCopy()
+		s.entry.UID = repo.UID
+		s.entry.Status = nil
+		if s.fresh {
+			s.entry.Status = s.repo.Status.DeepCopy()
+		}
 		if err := p.Cache.Put(context.WithoutCancel(ctx), repo.Key(), s.entry); err != nil {
 			s.log.Warn("cache put failed", zap.Error(err))
 		}
@@ -127,7 +137,24 @@ func (s *run) sync(ctx context.Context) (string, error) {
 		s.log.Debug("unchanged: nothing to apply")
 		return "unchanged", nil
 	}
+	if s.stalled() {
+		s.log.Debug("stalled on invalid manifests: waiting for a new commit or spec")
+		return "unchanged", nil
+	}
 	return s.apply(ctx)
+}
+
+// stalled reports whether the last sync found manifests that do not parse
+// at this very commit and generation: applying again cannot help until git
+// or the spec changes, so only a manual request retries.
+func (s *run) stalled() bool {
+	st := s.repo.Status
+	return st.Phase == v1alpha1.PhaseFailed &&
+		meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionStalled) &&
+		st.LastAttemptedCommit == s.fetch.Commit &&
+		st.ObservedGeneration == s.repo.Generation &&
+		s.req.Trigger != actors.TriggerManual &&
+		(s.req.RequestedAt == "" || s.req.RequestedAt == st.LastHandledRequestedAt)
 }
 
 // upToDate reports whether the cluster already holds this commit for this
@@ -228,6 +255,9 @@ func (s *run) apply(ctx context.Context) (string, error) {
 	opts.Hashes = prevHashes
 	res, err := s.p.Applier.Apply(ctx, objs, opts)
 	if err != nil {
+		// Some objects may have been sent: the old hashes no longer say what
+		// the cluster holds, so the next sync sends everything.
+		s.entry.Hashes, s.entryChanged = nil, true
 		// Whatever was applied before the failure is in res.Inventory: keep
 		// it, so that it can be pruned later.
 		return "failure", s.fail(ctx, "ApplyFailed", fmt.Sprintf("apply commit %s: %v", short(s.fetch.Commit), err), res.Inventory)
@@ -278,8 +308,8 @@ func (s *run) manifests(ctx context.Context) ([]*unstructured.Unstructured, []er
 
 // remember keeps what this sync parsed and applied for the next one.
 func (s *run) remember(objs []*unstructured.Unstructured, parseErrs []error, hashes map[string]string) {
-	s.entry = cache.Entry{Commit: s.fetch.Commit, Path: s.fetch.Dir, Manifests: objs, ParseErrors: parseErrs,
-		Hashes: hashes, Status: s.entry.Status}
+	s.entry = cache.Entry{UID: s.repo.UID, Commit: s.fetch.Commit, Path: s.fetch.Dir, Manifests: objs,
+		ParseErrors: parseErrs, Hashes: hashes, Status: s.entry.Status}
 	s.entryChanged = true
 }
 
@@ -298,7 +328,7 @@ func (s *run) finish(ctx context.Context, res k8s.Result, parseErrs []error) (st
 	}
 	ev := cdevents.Event{Applied: len(res.Applied), Pruned: len(res.Pruned), Failed: len(problems)}
 	var msg string
-	s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+	werr := s.update(ctx, func(st *v1alpha1.GitRepositoryStatus) {
 		st.Inventory = res.Inventory
 		st.ObservedGeneration = s.repo.Generation
 		if s.req.RequestedAt != "" {
@@ -336,6 +366,11 @@ func (s *run) finish(ctx context.Context, res k8s.Result, parseErrs []error) (st
 		s.emit(ev)
 		s.log.Warn("sync failed", zap.Strings("problems", problems), zap.String("counts", counts))
 		return "failure", fmt.Errorf("%w: %s", errSyncFailed, msg)
+	}
+	if werr != nil {
+		// Applied, but the status (and so the inventory) may not say so:
+		// retry, which writes it.
+		return "failure", fmt.Errorf("applied commit %s but could not record it: %w", short(s.fetch.Commit), werr)
 	}
 	s.p.Recorder.Event(s.repo, corev1.EventTypeNormal, "Synced", msg)
 	ev.Kind = cdevents.DeploymentFinished
@@ -375,7 +410,7 @@ func (s *run) refresh(ctx context.Context) error {
 	if s.fresh {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	ctx, cancel := s.statusContext()
 	defer cancel()
 	cur, err := s.p.Status.Get(ctx, s.repo.Namespace, s.repo.Name)
 	if err != nil {
@@ -388,18 +423,32 @@ func (s *run) refresh(ctx context.Context) error {
 // update changes the status (as read from the API server) and writes it
 // unless unchanged. A failed write is logged, not fatal: the next sync
 // writes again.
-func (s *run) update(ctx context.Context, change func(st *v1alpha1.GitRepositoryStatus)) {
+func (s *run) update(ctx context.Context, change func(st *v1alpha1.GitRepositoryStatus)) error {
 	if err := s.refresh(ctx); err != nil {
 		s.log.Warn("status not written: cannot read the GitRepository", zap.Error(err))
-		return
+		return err
 	}
 	st := s.repo.Status.DeepCopy()
 	change(st)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	ctx, cancel := s.statusContext()
 	defer cancel()
 	if _, err := s.p.Status.Write(ctx, s.repo, *st); err != nil {
+		// The write may or may not have landed: read it again next time.
+		s.fresh, s.entryChanged = false, true
 		s.log.Warn("status write failed", zap.Error(err))
+		return err
 	}
+	return nil
+}
+
+// statusContext bounds a status read or write, detached from the sync's
+// context but not from the fence.
+func (s *run) statusContext() (context.Context, context.CancelFunc) {
+	parent := s.p.Fence
+	if parent == nil {
+		parent = context.Background()
+	}
+	return context.WithTimeout(parent, statusTimeout)
 }
 
 // emit sends a CDEvent about this sync; ev carries the kind and outcome.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,12 +22,14 @@ import (
 const leaseName = "alumiini-leader"
 
 // runLeaderElection blocks until ctx ends or the Lease is lost, running
-// lead while this replica holds the Lease. The Lease is released only after
-// lead has returned, so two replicas never sync at once; a clean shutdown
-// releases it at once and a standby takes over without waiting for it to
-// expire. Losing the Lease is an error: the process exits and restarts as a
-// standby.
-func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface, log *zap.Logger, lead func(context.Context) error) error {
+// lead while this replica holds the Lease. lead gets two contexts: one that
+// ends when it must stop leading (signal or lost Lease), and a fence that
+// ends only when the Lease is lost, past which it must not write. On a clean
+// stop the Lease is released after lead returned, so a standby takes over at
+// once and two replicas never sync together. Losing the Lease is an error:
+// the process exits and restarts as a standby.
+func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface, log *zap.Logger,
+	lead func(ctx, fence context.Context) error) error {
 	host, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("leader election identity: %w", err)
@@ -34,29 +37,45 @@ func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface,
 	id := fmt.Sprintf("%s_%d", host, os.Getpid())
 	electionCtx, cancelElection := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelElection()
-	started, done := make(chan struct{}), make(chan struct{})
-	var leadErr error
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	var (
+		mu      sync.Mutex
+		leading bool
+		closed  bool
+		leadErr error
+		done    = make(chan struct{})
+	)
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
-			Client:     kube.CoordinationV1(),
-			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-		},
-		LeaseDuration:   c.LeaseDuration,
-		RenewDeadline:   c.RenewDeadline,
-		RetryPeriod:     c.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            leaseName,
+		Lock:          lock,
+		LeaseDuration: c.LeaseDuration,
+		RenewDeadline: c.RenewDeadline,
+		RetryPeriod:   c.RetryPeriod,
+		Name:          leaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leaseCtx context.Context) {
-				close(started)
+				mu.Lock()
+				if closed {
+					mu.Unlock()
+					return
+				}
+				leading = true
+				mu.Unlock()
 				defer close(done)
+				// Whatever ends lead ends the election too: a replica that
+				// cannot lead must not keep the Lease.
+				defer cancelElection()
 				log.Info("became leader", zap.String("identity", id))
-				// Lead until the process stops or the Lease is lost.
 				leadCtx, cancel := context.WithCancel(leaseCtx)
 				defer context.AfterFunc(ctx, cancel)()
 				defer cancel()
-				leadErr = lead(leadCtx)
+				err := lead(leadCtx, leaseCtx)
+				mu.Lock()
+				leadErr = err
+				mu.Unlock()
 			},
 			OnStoppedLeading: func() { log.Info("stopped leading", zap.String("identity", id)) },
 			OnNewLeader: func(leader string) {
@@ -69,29 +88,54 @@ func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface,
 	if err != nil {
 		return fmt.Errorf("leader election in namespace %s: %w", c.LeaseNamespace, err)
 	}
-	// On shutdown, end the election (releasing the Lease) only once the
-	// actors have stopped.
+	// On a signal, end the election once the actors have stopped (lead
+	// returns after they did, and then cancels the election itself).
 	defer context.AfterFunc(ctx, func() {
-		select {
-		case <-started:
-			<-done
-		default:
+		mu.Lock()
+		wasLeading := leading
+		mu.Unlock()
+		if !wasLeading {
+			cancelElection()
 		}
-		cancelElection()
 	})()
 	le.Run(electionCtx)
-	select {
-	case <-started:
-		<-done
-	default:
+	mu.Lock()
+	closed = true
+	wasLeading := leading
+	mu.Unlock()
+	if !wasLeading {
+		return nil
+	}
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if ctx.Err() != nil && leadErr == nil {
+		releaseLease(c, kube, id, log)
+		return nil
 	}
 	if leadErr != nil {
 		return leadErr
 	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("lost the Lease %s/%s: exiting so that this replica restarts as a standby", c.LeaseNamespace, leaseName)
+	return fmt.Errorf("lost the Lease %s/%s: exiting so that this replica restarts as a standby", c.LeaseNamespace, leaseName)
+}
+
+// releaseLease gives the Lease up if this replica still holds it, so that
+// a standby need not wait for it to expire.
+func releaseLease(c config, kube kubernetes.Interface, id string, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	leases := kube.CoordinationV1().Leases(c.LeaseNamespace)
+	lease, err := leases.Get(ctx, leaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != id {
+		return
 	}
-	return nil
+	empty, one := "", int32(1)
+	lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = &empty, &one
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		log.Warn("release the Lease", zap.Error(err))
+		return
+	}
+	log.Info("released the Lease", zap.String("identity", id))
 }
 
 // handoffSink is the webhook sink of a standby replica: it hands a verified

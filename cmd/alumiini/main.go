@@ -180,7 +180,9 @@ func (ctrl *controller) run(ctx context.Context) error {
 	defer close(stopInformers)
 	ctrl.informers.Start(stopInformers)
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return fmt.Errorf("GitRepository informer did not sync: %w", ctx.Err())
+		// Only a signal ends the wait: a clean stop.
+		log.Info("stopped before the GitRepository informer synced")
+		return nil
 	}
 	ctrl.health.ready.Store(true)
 	log.Info("started", zap.String("version", version), zap.String("watch_namespace", c.WatchNamespace),
@@ -198,14 +200,20 @@ func (ctrl *controller) run(ctx context.Context) error {
 	})
 	defer stopWebhooks()
 
-	lead := func(ctx context.Context) error { return ctrl.lead(ctx, informer) }
+	lead := func(ctx, fence context.Context) error { return ctrl.lead(ctx, fence, informer) }
 	if c.LeaderElect {
 		err = runLeaderElection(ctx, c, ctrl.kube, log, lead)
 	} else {
-		err = lead(ctx)
+		err = lead(ctx, context.Background())
 	}
 
-	// The actors have stopped (lead returned); stop the rest.
+	// The actors have stopped (lead returned); stop the rest. Without a
+	// signal (an error ended leading) the grace period starts now.
+	if ctx.Err() == nil {
+		var cancel context.CancelFunc
+		ctrl.grace, cancel = context.WithTimeout(context.Background(), c.ShutdownTimeout)
+		defer cancel()
+	}
 	ctrl.health.ready.Store(false)
 	webhookSrv.shutdown(ctrl.grace)
 	if cerr := ctrl.emitter.Close(ctrl.grace); cerr != nil {
@@ -231,7 +239,7 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 // lead runs the actor system until ctx ends: while it runs, this replica
 // syncs and its webhooks go straight to the repository actors. It returns
 // once the actors have stopped, or the grace period ran out.
-func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInformer) error {
+func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIndexInformer) error {
 	applier, err := k8s.NewApplier(ctrl.rest)
 	if err != nil {
 		return fmt.Errorf("build the applier: %w", err)
@@ -242,7 +250,7 @@ func (ctrl *controller) lead(ctx context.Context, informer cache.SharedIndexInfo
 	p := &pipeline.Pipeline{
 		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn), Secrets: ctrl.secrets,
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
-		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs,
+		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
 	}
 	sys := actors.NewSystem(actors.Config{
 		Syncer:             p,
