@@ -234,6 +234,8 @@ func parseBitbucketCloud(body []byte) (event, error) {
 		switch {
 		case c.New == nil: // the ref was deleted ("closed")
 			ev.changes = append(ev.changes, change{deleted: true})
+		case c.New.Name == "":
+			continue // names no ref: nothing could follow it
 		case c.New.Type == "branch":
 			ev.changes = append(ev.changes, change{ref: "refs/heads/" + c.New.Name, commit: c.New.Target.Hash})
 		case c.New.Type == "tag":
@@ -269,6 +271,9 @@ func parseBitbucketServer(body []byte) (event, error) {
 		ev.urls = append(ev.urls, nonEmpty(l.Href)...)
 	}
 	for _, c := range p.Changes {
+		if c.RefID == "" {
+			continue // names no ref: nothing could follow it
+		}
 		deleted := c.Type == "DELETE" || zeroSHA(c.ToHash)
 		ev.changes = append(ev.changes, change{ref: c.RefID, commit: c.ToHash, deleted: deleted})
 	}
