@@ -117,6 +117,8 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 	if err != nil {
 		return nil, fmt.Errorf("--cdevents-sink: %w", err)
 	}
+	// Webhook secrets are read again after a minute, so a rotated one takes
+	// effect quickly.
 	ctrl.secrets = k8s.NewSecrets(ctrl.kube, time.Minute)
 	ctrl.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(ctrl.dyn, 0, c.WatchNamespace, nil)
 	return ctrl, nil
@@ -248,7 +250,10 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	defer stopRecorder()
 	fetcher := gitsrc.NewFetcher(ctrl.cfg.CacheDir)
 	p := &pipeline.Pipeline{
-		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn), Secrets: ctrl.secrets,
+		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
+		// Git credentials are kept longer so that quiet polls make no API
+		// request; a failed fetch drops them at once (a rotated Secret).
+		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
 		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
 	}
