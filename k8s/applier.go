@@ -222,6 +222,11 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 	if send != obj {
 		return nil, r.handOver(ctx, ref, send, hash)
 	}
+	if _, known := r.old[key]; !known {
+		if err := r.a.claimable(ctx, m, obj, r.opts.Owner); err != nil {
+			return nil, r.fail(ctx, ref, obj, err)
+		}
+	}
 	if err := r.a.deliver(ctx, m, obj, r.opts.Force); err != nil {
 		return nil, r.fail(ctx, ref, obj, err)
 	}
@@ -338,6 +343,36 @@ func (a *Applier) ssa(ctx context.Context, m *meta.RESTMapping, obj *unstructure
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	return a.resource(m, obj.GetNamespace()).Apply(ctx, obj.GetName(), obj, opts)
+}
+
+// claimable checks, before an object first enters this repository's
+// inventory, that no other GitRepository manages it: two repositories that
+// declare one object would take its labels in turn, and then either one's
+// prune could delete what the other still declares.
+func (a *Applier) claimable(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, owner Owner) error {
+	live, err := a.resource(m, obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	labels := live.GetLabels()
+	name, ns := labels[v1alpha1.LabelName], labels[v1alpha1.LabelNamespace]
+	if name == "" || (name == owner.Name && ns == owner.Namespace) {
+		return nil
+	}
+	// An owner that no longer exists (deleting a GitRepository prunes
+	// nothing) leaves its objects free to take over.
+	_, err = a.client.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("already managed by GitRepository %s/%s: declare it in one repository only, "+
+		"or remove the %s labels from the live object to hand it over", ns, name, v1alpha1.Group)
 }
 
 // deliver sends one prepared object to the cluster, deleting and
