@@ -203,10 +203,12 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatalf("the standby synced %v times", n)
 	}
 
+	// Pushed before the kill, with an hour-long poll interval: only the new
+	// leader's startup sync picks it up.
+	third := repo.CommitStrings("third", map[string]string{"a.yaml": configMapYAML("a", ns, "3")})
 	if err := leader.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	third := repo.CommitStrings("third", map[string]string{"a.yaml": configMapYAML("a", ns, "3")})
 	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, third, 60*time.Second)
 	if n := standby.metricValue(t, "alumiini_repository_actors"); n != 1 {
 		t.Fatalf("after the leader died, the standby runs %v actors, want 1", n)
@@ -294,13 +296,15 @@ func TestLeaderReleasesTheLeaseOnSIGTERM(t *testing.T) {
 		t.Fatalf("the second replica runs %v actors while the first leads", n)
 	}
 
+	// Pushed while the first leads with an hour-long poll interval: only the
+	// new leader's startup sync picks it up.
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
 	if err, _ := a.stop(t); err != nil {
 		t.Fatalf("leader exit: %v", err)
 	}
 	if !strings.Contains(a.Logs(), "released the Lease") {
 		t.Fatalf("the leader did not release the Lease:\n%s", a.Logs())
 	}
-	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if n := b.metricValue(t, "alumiini_repository_actors"); n != 1 {
 			return fmt.Errorf("standby runs %v actors", n)

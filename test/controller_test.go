@@ -34,9 +34,13 @@ var (
 	buildErr  error
 )
 
-// controllerBinary builds cmd/alumiini once per test run.
+// controllerBinary builds cmd/alumiini once per test run, or returns
+// $ALUMIINI_TEST_BINARY (a binary built with -race, say).
 func controllerBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv("ALUMIINI_TEST_BINARY"); bin != "" {
+		return bin
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "alumiini-bin-")
 		if err != nil {

@@ -211,18 +211,19 @@ func (ctrl *controller) run(ctx context.Context) error {
 
 	// The actors have stopped (lead returned); stop the rest. Without a
 	// signal (an error ended leading) the grace period starts now.
+	grace := ctrl.grace
 	if ctx.Err() == nil {
 		var cancel context.CancelFunc
-		ctrl.grace, cancel = context.WithTimeout(context.Background(), c.ShutdownTimeout)
+		grace, cancel = context.WithTimeout(context.Background(), c.ShutdownTimeout)
 		defer cancel()
 	}
 	ctrl.health.ready.Store(false)
-	webhookSrv.shutdown(ctrl.grace)
-	if cerr := ctrl.emitter.Close(ctrl.grace); cerr != nil {
+	webhookSrv.shutdown(grace)
+	if cerr := ctrl.emitter.Close(grace); cerr != nil {
 		log.Warn("CDEvents not all delivered", zap.Error(cerr))
 	}
-	metricsSrv.shutdown(ctrl.grace)
-	healthSrv.shutdown(ctrl.grace)
+	metricsSrv.shutdown(grace)
+	healthSrv.shutdown(grace)
 	if err != nil {
 		log.Error("stopped on error", zap.Error(err))
 		return err
