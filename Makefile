@@ -21,7 +21,7 @@ GEN_OUT ?=
 FUZZTIME ?= 30s
 TEST_FLAGS ?= -count=1 -timeout=30m
 
-.PHONY: all build test unit controlplane fuzz fuzz-short bench generate lint run deploy kind-up clean
+.PHONY: all build test race unit controlplane fuzz bench generate lint run deploy kind-up clean
 
 all: build
 
@@ -37,6 +37,13 @@ test: controlplane
 	go vet ./...
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test $(TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# race: every test with the race detector, the end-to-end ones against a
+# controller binary built with -race too (slow: not part of make test).
+race: controlplane
+	go build -race -o bin/alumiini-race ./cmd/alumiini
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" ALUMIINI_TEST_BINARY=$(CURDIR)/bin/alumiini-race \
+		go test -race $(TEST_FLAGS) ./...
 
 # unit: the tests that need no control plane.
 unit:

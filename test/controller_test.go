@@ -137,6 +137,9 @@ func startController(t testing.TB, extra ...string) *proc {
 				_ = p.cmd.Process.Kill()
 			}
 		}
+		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in the controller")
+		}
 		if t.Failed() {
 			t.Logf("controller logs:\n%s", p.Logs())
 		}
