@@ -32,7 +32,7 @@ func TestRemoveCancelsTheRunningSyncThenCallsOnRemove(t *testing.T) {
 		removed <- key
 	}})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
-	waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+	waitEntered(t, rec, 1)
 
 	s.Remove("ns/a")
 	s.Upsert(newRepo("ns", "a", 1, time.Hour)) // re-created while the old actor stops

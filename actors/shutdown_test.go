@@ -25,11 +25,24 @@ func blockingSync(release <-chan struct{}, ended chan<- error) *recorder {
 	}}
 }
 
+// waitEntered waits until n syncs have entered the Syncer: an actor that
+// says it is syncing may still be waiting for a slot.
+func waitEntered(t *testing.T, rec *recorder, n int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := len(rec.all()); got < n {
+			return fmt.Errorf("%d syncs entered, want %d", got, n)
+		}
+		return nil
+	})
+}
+
 func TestShutdownWaitsForRunningSyncs(t *testing.T) {
 	release, ended := make(chan struct{}), make(chan error, 1)
-	s := NewSystem(Config{Syncer: blockingSync(release, ended)})
+	rec := blockingSync(release, ended)
+	s := NewSystem(Config{Syncer: rec})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
-	waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+	waitEntered(t, rec, 1)
 
 	done := make(chan struct{})
 	go func() {
@@ -59,9 +72,10 @@ func TestShutdownWaitsForRunningSyncs(t *testing.T) {
 func TestShutdownCancelsSyncsWhenItsContextEnds(t *testing.T) {
 	release, ended := make(chan struct{}), make(chan error, 1)
 	defer close(release)
-	s := NewSystem(Config{Syncer: blockingSync(release, ended)})
+	rec := blockingSync(release, ended)
+	s := NewSystem(Config{Syncer: rec})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
-	waitStatus(t, s, "ns/a", "syncing", func(st RepoStatus) bool { return st.State == StateSyncing })
+	waitEntered(t, rec, 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

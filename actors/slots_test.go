@@ -63,3 +63,24 @@ func TestMaxConcurrentSyncsBoundsRunningSyncs(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuedSyncsDoNotStartOnceShutdownBegan: with one slot taken, a sync
+// waiting for it never starts after Shutdown.
+func TestQueuedSyncsDoNotStartOnceShutdownBegan(t *testing.T) {
+	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, _ SyncRequest) error {
+		<-ctx.Done() // holds the only slot until Shutdown cancels it
+		return ctx.Err()
+	}}
+	s := NewSystem(Config{Syncer: rec, MaxConcurrentSyncs: 1})
+	s.Upsert(newRepo("ns", "a", 1, time.Hour))
+	waitEntered(t, rec, 1)
+	s.Upsert(newRepo("ns", "b", 1, time.Hour))
+	waitStatus(t, s, "ns/b", "queued for a slot", func(st RepoStatus) bool { return st.State == StateSyncing })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	s.Shutdown(ctx)
+	if got := rec.of("ns/b"); len(got) != 0 {
+		t.Fatalf("ns/b synced %d times after Shutdown began, want 0", len(got))
+	}
+}

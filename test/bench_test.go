@@ -4,16 +4,21 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/gitserver"
+	"github.com/false-systems/alumiini/test/testenv"
 )
 
 // BenchmarkWebhookToApplied measures design.md §6's "webhook → objects
@@ -74,4 +79,85 @@ func waitValue(b *testing.B, events <-chan watch.Event, want string) {
 			b.Fatalf("object not applied within 30s (want value %s)", want)
 		}
 	}
+}
+
+// BenchmarkIdleMemoryPerRepository measures design.md §6's "memory per idle
+// GitRepository": the controller's RSS with 100 and then 1,000 synced, idle
+// repositories (each with its own checkout of a small repository), reported
+// as the slope in KiB per added repository. Set ALUMIINI_BENCH_REPOS to
+// change the larger count (10,000 for the full target; slow).
+func BenchmarkIdleMemoryPerRepository(b *testing.B) {
+	large := 1000
+	if v := os.Getenv("ALUMIINI_BENCH_REPOS"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 100 {
+			large = n
+		}
+	}
+	for i := 0; i < b.N; i++ {
+		ns := env.Namespace(b)
+		git := gitserver.New(b)
+		repo := git.CreateRepo(b, "idle")
+		// One directory, with one ConfigMap of its own, per GitRepository.
+		files := map[string]string{}
+		for j := 0; j < large; j++ {
+			files[fmt.Sprintf("d%05d/cm.yaml", j)] = configMapYAML(fmt.Sprintf("idle-%05d", j), ns, "1")
+		}
+		repo.CommitStrings("first", files)
+		ctrl := startController(b, "--watch-namespace", ns, "--log-level", "warn", "--max-concurrent-syncs", "32")
+		ctrl.waitReady(b)
+		rss := map[int]float64{}
+		created := 0
+		for _, n := range []int{100, large} {
+			for ; created < n; created++ {
+				createRepo(b, ns, fmt.Sprintf("r%05d", created), map[string]any{
+					"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h", "path": fmt.Sprintf("d%05d", created),
+				})
+			}
+			waitAllSynced(b, ns, n)
+			rss[n] = processRSSKiB(b, ctrl.cmd.Process.Pid)
+		}
+		b.ReportMetric((rss[large]-rss[100])/float64(large-100), "KiB/repo")
+		b.ReportMetric(rss[large]/1024, "MiB-rss")
+	}
+}
+
+// waitAllSynced waits until n GitRepositories of ns are Synced.
+func waitAllSynced(b *testing.B, ns string, n int) {
+	b.Helper()
+	testenv.Eventually(b, 10*time.Minute, func() error {
+		list, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		synced := 0
+		for _, item := range list.Items {
+			if phase, _, _ := unstructured.NestedString(item.Object, "status", "phase"); phase == string(v1alpha1.PhaseSynced) {
+				synced++
+			}
+		}
+		if synced < n {
+			return fmt.Errorf("%d of %d synced", synced, n)
+		}
+		return nil
+	})
+}
+
+// processRSSKiB reads a process's resident set size from /proc.
+func processRSSKiB(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "VmRSS:" {
+			v, err := strconv.ParseFloat(fields[1], 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return v
+		}
+	}
+	b.Fatal("no VmRSS in /proc status")
+	return 0
 }
