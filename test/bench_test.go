@@ -97,20 +97,22 @@ func BenchmarkIdleMemoryPerRepository(b *testing.B) {
 		ns := env.Namespace(b)
 		git := gitserver.New(b)
 		repo := git.CreateRepo(b, "idle")
-		// One directory, with one ConfigMap of its own, per GitRepository.
-		files := map[string]string{}
-		for j := 0; j < large; j++ {
-			files[fmt.Sprintf("d%05d/cm.yaml", j)] = configMapYAML(fmt.Sprintf("idle-%05d", j), ns, "1")
-		}
-		repo.CommitStrings("first", files)
+		// One small repository for all; each GitRepository applies its
+		// ConfigMap into a namespace of its own.
+		repo.CommitStrings("first", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: idle\ndata:\n  v: \"1\"\n"})
 		ctrl := startController(b, "--watch-namespace", ns, "--log-level", "warn", "--max-concurrent-syncs", "32")
 		ctrl.waitReady(b)
 		rss := map[int]float64{}
 		created := 0
 		for _, n := range []int{100, large} {
 			for ; created < n; created++ {
+				target := fmt.Sprintf("%s-%05d", ns, created)
+				if _, err := env.Kube.CoreV1().Namespaces().Create(context.Background(),
+					&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: target}}, metav1.CreateOptions{}); err != nil {
+					b.Fatal(err)
+				}
 				createRepo(b, ns, fmt.Sprintf("r%05d", created), map[string]any{
-					"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h", "path": fmt.Sprintf("d%05d", created),
+					"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h", "targetNamespace": target,
 				})
 			}
 			waitAllSynced(b, ns, n)
