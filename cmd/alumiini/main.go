@@ -289,7 +289,10 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		sys.Shutdown(stop)
 	}()
 	if err := sys.WatchInformer(ctx, informer); err != nil {
-		return fmt.Errorf("watch GitRepositories: %w", err)
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
+		return err
 	}
 	ctrl.sink.set(sys)
 	<-ctx.Done()
