@@ -8,6 +8,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/testenv"
@@ -171,4 +174,14 @@ func waitStatus(t *testing.T, s *System, key string, what string, ok func(RepoSt
 		return nil
 	})
 	return st
+}
+
+// runInformer runs an informer on the GitRepositories of ns, as
+// cmd/alumiini does; stop ends it and waits for its goroutines.
+func runInformer(dyn dynamic.Interface, ns string) (informer cache.SharedIndexInformer, stop func()) {
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
+	informer = factory.ForResource(v1alpha1.GitRepositoryResource).Informer()
+	done := make(chan struct{})
+	factory.Start(done)
+	return informer, func() { close(done); factory.Shutdown() }
 }

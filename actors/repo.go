@@ -46,7 +46,6 @@ var (
 // syncRun is the sync in flight.
 type syncRun struct {
 	req     SyncRequest
-	started time.Time
 	cancel  context.CancelFunc
 	waiters []chan<- error // SyncNow callers answered when it ends
 }
@@ -204,10 +203,9 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
 	parent, cancel := context.WithCancel(a.sys.syncCtx)
 	timeout := a.repo.Spec.SyncTimeout()
-	run := &syncRun{req: req, started: time.Now(), cancel: cancel, waiters: a.waiters}
+	run := &syncRun{req: req, cancel: cancel, waiters: a.waiters}
 	a.running, a.waiters = run, nil
 	a.stats.LastTrigger = req.Trigger
-	a.sys.cfg.Hooks.SyncStarted(a.key, req)
 
 	repo, syncer, root, self := a.repo.DeepCopy(), a.sys.cfg.Syncer, ctx.ActorSystem().Root, ctx.Self()
 	a.sys.syncs.Add(1)
@@ -245,10 +243,8 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 		a.sys.log.Error("sync panicked", zap.String("repository", a.key), zap.ByteString("stack", d.stack))
 		panic(err) // crash this actor alone; the supervisor restarts it
 	}
-	took := time.Since(d.run.started)
 	a.stats.Syncs++
 	a.stats.LastError = d.err
-	a.sys.cfg.Hooks.SyncFinished(a.key, req, took, d.err)
 	a.answer(d.run.waiters, d.err)
 
 	if a.removing {

@@ -83,7 +83,9 @@ func TestShutdownCancelsSyncsWhenItsContextEnds(t *testing.T) {
 	if err := recv(t, ended, "the running sync to end"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the running sync ended with %v, want it cancelled", err)
 	}
-	if err := s.Watch(context.Background(), env.Dynamic, ""); err == nil {
-		t.Fatal("Watch after Shutdown succeeded, want an error")
+	informer, stopInformer := runInformer(env.Dynamic, "default")
+	defer stopInformer()
+	if err := s.WatchInformer(context.Background(), informer); err == nil {
+		t.Fatal("WatchInformer after Shutdown succeeded, want an error")
 	}
 }

@@ -87,18 +87,14 @@ type Hooks interface {
 	ActorStarted(key string)
 	ActorRestarted(key string)
 	ActorStopped(key string)
-	SyncStarted(key string, req SyncRequest)
-	SyncFinished(key string, req SyncRequest, took time.Duration, err error)
 }
 
 // NopHooks ignores everything; embed it to observe only some events.
 type NopHooks struct{}
 
-func (NopHooks) ActorStarted(string)                                    {}
-func (NopHooks) ActorRestarted(string)                                  {}
-func (NopHooks) ActorStopped(string)                                    {}
-func (NopHooks) SyncStarted(string, SyncRequest)                        {}
-func (NopHooks) SyncFinished(string, SyncRequest, time.Duration, error) {}
+func (NopHooks) ActorStarted(string)   {}
+func (NopHooks) ActorRestarted(string) {}
+func (NopHooks) ActorStopped(string)   {}
 
 // Config configures a System. Syncer is required.
 type Config struct {

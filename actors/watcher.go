@@ -9,8 +9,6 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
@@ -62,46 +60,23 @@ func toRepository(obj any) (*v1alpha1.GitRepository, error) {
 	return repo, nil
 }
 
-// watch is the watcher actor and its handler on an informer, which it
-// owns (and stops) only when Watch made it.
+// watch is the watcher actor and its handler on an informer that the
+// caller owns and runs.
 type watch struct {
 	informer cache.SharedIndexInformer
 	reg      cache.ResourceEventHandlerRegistration
 	pid      *actor.PID
-	factory  dynamicinformer.DynamicSharedInformerFactory // nil for WatchInformer
-	done     chan struct{}
 }
 
 func (w *watch) stop(root *actor.RootContext) {
 	_ = w.informer.RemoveEventHandler(w.reg)
-	if w.factory != nil {
-		close(w.done)
-		w.factory.Shutdown() // waits for the informer's goroutines
-	}
 	_ = root.StopFuture(w.pid).Wait()
 }
 
-// Watch starts an informer on GitRepositories in namespace (all namespaces
-// when empty) and the watcher actor, and returns once every existing
-// repository has been handed to the supervisor or ctx is done. The informer
-// runs until Shutdown.
-func (s *System) Watch(ctx context.Context, dyn dynamic.Interface, namespace string) error {
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, namespace, nil)
-	w := &watch{
-		informer: factory.ForResource(v1alpha1.GitRepositoryResource).Informer(),
-		factory:  factory,
-		done:     make(chan struct{}),
-	}
-	if err := s.startWatch(w); err != nil {
-		return err
-	}
-	factory.Start(w.done)
-	return waitSynced(ctx, w)
-}
-
-// WatchInformer is Watch on an informer of GitRepositories that the caller
-// owns and runs, such as one shared across leadership terms: Shutdown only
-// removes this System's handler from it.
+// WatchInformer starts the watcher actor on an informer of GitRepositories
+// that the caller owns and runs, such as one shared across leadership
+// terms, and returns once every existing repository has been handed to the
+// supervisor or ctx is done. Shutdown only removes this System's handler.
 func (s *System) WatchInformer(ctx context.Context, informer cache.SharedIndexInformer) error {
 	w := &watch{informer: informer}
 	if err := s.startWatch(w); err != nil {

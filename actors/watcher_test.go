@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 
 	"github.com/false-systems/alumiini/cache"
@@ -65,7 +64,8 @@ func TestWatchRunsOneActorPerRepositoryAndEvictsOnDelete(t *testing.T) {
 	rec.fn = func(ctx context.Context, repo *v1alpha1.GitRepository, _ SyncRequest) error {
 		return c.Put(ctx, repo.Key(), cache.Entry{Commit: "abc123"})
 	}
-	if err := s.Watch(ctx, dyn, ns); err != nil {
+	informer, stopInformer := runInformer(dyn, ns)
+	if err := s.WatchInformer(ctx, informer); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
@@ -122,6 +122,7 @@ func TestWatchRunsOneActorPerRepositoryAndEvictsOnDelete(t *testing.T) {
 	}
 
 	s.Shutdown(ctx)
+	stopInformer()
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,9 @@ func TestSpecChangesSyncStatusChangesDoNotAndRequestedAtSyncsOnce(t *testing.T) 
 	repos := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns)
 	rec := &recorder{}
 	s := start(t, Config{Syncer: rec})
-	if err := s.Watch(ctx, env.Dynamic, ns); err != nil {
+	informer, stopInformer := runInformer(env.Dynamic, ns)
+	defer stopInformer()
+	if err := s.WatchInformer(ctx, informer); err != nil {
 		t.Fatal(err)
 	}
 	obj, err := repos.Create(ctx, gitRepository(ns, "app", "1h"), metav1.CreateOptions{})
@@ -233,12 +236,8 @@ func TestWatchInformerSharedAcrossLeadershipTerms(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(env.Dynamic, 0, ns, nil)
-	informer := factory.ForResource(v1alpha1.GitRepositoryResource).Informer()
-	stop := make(chan struct{})
-	defer factory.Shutdown()
-	defer close(stop)
-	factory.Start(stop)
+	informer, stopInformer := runInformer(env.Dynamic, ns)
+	defer stopInformer()
 
 	want := []string{ns + "/a", ns + "/b", ns + "/c"}
 	for term := range 2 {

@@ -79,10 +79,7 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 		t.Fatalf("a bad flag value should fail naming the flag: %q, %v", out, err)
 	}
 
-	ns := env.Namespace(t)
-	git := gitserver.New(t)
-	repo := git.CreateRepo(t, "apps")
-	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ns, repo, first := appsRepo(t)
 	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns)
 	ctrl.waitReady(t)
 	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h"})
@@ -113,10 +110,7 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 // TestWebhookSyncsWithoutWaitingForThePoll: a push plus a signed webhook
 // updates the cluster while the poll interval is an hour (issue 6).
 func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
-	ns := env.Namespace(t)
-	git := gitserver.New(t)
-	repo := git.CreateRepo(t, "apps")
-	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ns, repo, first := appsRepo(t)
 	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns)
 	ctrl.waitReady(t)
 	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
@@ -145,7 +139,7 @@ func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
 	// A webhook naming a commit the server does not show yet: the fetch is
 	// retried a few times (one ref listing each), then the sync goes on
 	// with what the server has and changes nothing.
-	adverts := git.RefAdvertisements()
+	adverts := repo.Server().RefAdvertisements()
 	unseen := strings.Repeat("ab", 20)
 	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), unseen); code != http.StatusAccepted {
 		t.Fatalf("webhook reply %d %s", code, body)
@@ -156,7 +150,7 @@ func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
 		}
 		return nil
 	})
-	if n := git.RefAdvertisements() - adverts; n != 4 {
+	if n := repo.Server().RefAdvertisements() - adverts; n != 4 {
 		t.Fatalf("ref listings for an unseen webhook commit = %d, want 4 (one fetch and three retries)", n)
 	}
 	if got := getRepo(t, ns, "apps").Status; got.Phase != v1alpha1.PhaseSynced || got.LastSyncedCommit != second {
@@ -167,10 +161,7 @@ func TestWebhookSyncsWithoutWaitingForThePoll(t *testing.T) {
 // TestLeaderElection: of two replicas one syncs; a webhook sent to the
 // standby reaches a sync; when the leader dies the standby takes over.
 func TestLeaderElection(t *testing.T) {
-	ns := env.Namespace(t)
-	git := gitserver.New(t)
-	repo := git.CreateRepo(t, "apps")
-	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ns, repo, first := appsRepo(t)
 	flags := []string{"--leader-elect", "--lease-namespace", ns, "--watch-namespace", ns, "--webhook-secret-file", secretFile(t),
 		"--leader-elect-lease-duration", "8s", "--leader-elect-renew-deadline", "6s", "--leader-elect-retry-period", "1s"}
 	a := startController(t, flags...)
@@ -246,14 +237,11 @@ func TestWebhookSecretRefOverridesTheControllerSecret(t *testing.T) {
 // TestGitCredentialsFromSecretRef: a repository behind basic auth fails
 // with an actionable message until spec.secretRef names its credentials.
 func TestGitCredentialsFromSecretRef(t *testing.T) {
-	ns := env.Namespace(t)
-	git := gitserver.New(t, gitserver.WithBasicAuth("deploy", "s3cret-pass"))
-	repo := git.CreateRepo(t, "private")
-	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ns, repo, first := appsRepo(t, gitserver.WithBasicAuth("deploy", "s3cret-pass"))
 	ctrl := startController(t, "--watch-namespace", ns)
 	ctrl.waitReady(t)
-	createRepo(t, ns, "private", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
-	failed := waitPhase(t, ns, "private", v1alpha1.PhaseFailed, "", 60*time.Second)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	failed := waitPhase(t, ns, "apps", v1alpha1.PhaseFailed, "", 60*time.Second)
 	if !strings.Contains(failed.Status.Message, "spec.secretRef") {
 		t.Fatalf("message does not say how to fix it: %q", failed.Status.Message)
 	}
@@ -264,11 +252,11 @@ func TestGitCredentialsFromSecretRef(t *testing.T) {
 		t.Fatal(err)
 	}
 	patch := []byte(`{"spec":{"secretRef":{"name":"git"}}}`)
-	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), "private",
+	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), "apps",
 		"application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitPhase(t, ns, "private", v1alpha1.PhaseSynced, first, 60*time.Second)
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
 	if strings.Contains(ctrl.Logs(), "s3cret-pass") {
 		t.Fatal("the git password appears in the controller's logs")
 	}
@@ -278,10 +266,7 @@ func TestGitCredentialsFromSecretRef(t *testing.T) {
 // the Lease after its actors stopped, so the standby takes over long before
 // the Lease would expire, and syncs.
 func TestLeaderReleasesTheLeaseOnSIGTERM(t *testing.T) {
-	ns := env.Namespace(t)
-	git := gitserver.New(t)
-	repo := git.CreateRepo(t, "apps")
-	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	ns, repo, first := appsRepo(t)
 	// A Lease that would take a minute to expire: only a release explains a
 	// quick takeover.
 	flags := []string{"--leader-elect", "--lease-namespace", ns, "--watch-namespace", ns,

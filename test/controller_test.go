@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/gitserver"
 	"github.com/false-systems/alumiini/test/testenv"
 )
 
@@ -279,4 +280,14 @@ func configMapValue(ns, name string) (string, string) {
 		return "", ""
 	}
 	return cm.Data["value"], cm.ResourceVersion
+}
+
+// appsRepo makes a test's namespace and a git repository "apps" whose first
+// commit holds ConfigMap a=1 in that namespace.
+func appsRepo(t testing.TB, opts ...gitserver.Option) (ns string, repo *gitserver.Repo, first string) {
+	t.Helper()
+	ns = env.Namespace(t)
+	repo = gitserver.New(t, opts...).CreateRepo(t, "apps")
+	first = repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
+	return ns, repo, first
 }

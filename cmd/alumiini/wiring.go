@@ -2,7 +2,6 @@ package main
 
 import (
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -12,7 +11,6 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/false-systems/alumiini/actors"
 	"github.com/false-systems/alumiini/actors/metrics"
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/webhook"
@@ -42,11 +40,9 @@ func (s *switchSink) Webhook(key types.NamespacedName, commit string) error {
 // metricsHooks feeds actor-tree events into the metrics.
 type metricsHooks struct{ m *metrics.Metrics }
 
-func (h metricsHooks) ActorStarted(string)                                           { h.m.ActorStarted() }
-func (h metricsHooks) ActorRestarted(string)                                         { h.m.ActorRestarted() }
-func (h metricsHooks) ActorStopped(string)                                           { h.m.ActorStopped() }
-func (h metricsHooks) SyncStarted(string, actors.SyncRequest)                        {}
-func (h metricsHooks) SyncFinished(string, actors.SyncRequest, time.Duration, error) {}
+func (h metricsHooks) ActorStarted(string)   { h.m.ActorStarted() }
+func (h metricsHooks) ActorRestarted(string) { h.m.ActorRestarted() }
+func (h metricsHooks) ActorStopped(string)   { h.m.ActorStopped() }
 
 // eventRecorder emits Kubernetes Events on GitRepositories.
 type eventRecorder struct{ rec record.EventRecorder }

@@ -145,6 +145,9 @@ func (s *Server) CreateRepo(t testing.TB, name string) *Repo {
 // URL is the repository's clone URL over HTTP, without credentials.
 func (r *Repo) URL() string { return r.server.http.URL + "/" + r.name + ".git" }
 
+// Server is the server that serves the repository.
+func (r *Repo) Server() *Server { return r.server }
+
 // BareDir is the bare repository on disk (usable as a file:// URL).
 func (r *Repo) BareDir() string { return r.bare }
 
