@@ -163,6 +163,52 @@ type GitRepositorySpec struct {
 	// Force recreates an object when an immutable field changed.
 	// +optional
 	Force bool `json:"force,omitempty"`
+
+	// ServiceAccountName, when set, is impersonated for every apply,
+	// dry-run, prune and read of applied objects: the repository gets
+	// exactly the rights of system:serviceaccount:<namespace>:<name>.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// Decryption decrypts SOPS-encrypted manifests just before they are
+	// applied.
+	// +optional
+	Decryption *Decryption `json:"decryption,omitempty"`
+
+	// Wait, when true, makes a sync wait until the applied objects are
+	// healthy (kstatus), within Timeout, before it reports Ready.
+	// +optional
+	Wait bool `json:"wait,omitempty"`
+
+	// DependsOn lists GitRepositories that must be Ready at their latest
+	// commit before this one applies.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	DependsOn []DependencyReference `json:"dependsOn,omitempty"`
+}
+
+// Decryption says how to decrypt secrets kept encrypted in git.
+type Decryption struct {
+	// Provider of the encryption; only sops is supported.
+	// +kubebuilder:validation:Enum=sops
+	Provider string `json:"provider"`
+	// SecretRef names a Secret in the GitRepository's namespace holding the
+	// private keys: age keys in entries ending in .agekey, armored PGP keys
+	// in entries ending in .asc.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+}
+
+// DependencyReference names another GitRepository; an empty namespace means
+// the dependent's own.
+type DependencyReference struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // ObjectRef identifies one applied object in the inventory.
