@@ -37,6 +37,7 @@ type config struct {
 	LogLevel            string
 	LogFormat           string
 	Version             bool
+	Profiling           bool
 }
 
 // envName is the environment twin of a flag: --cache-dir → ALUMIINI_CACHE_DIR.
@@ -70,6 +71,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "alumiini"), "directory for git checkouts")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: console or json (default: json in-cluster, console otherwise)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address (for benchmarks and diagnosis)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
 	var envErr error

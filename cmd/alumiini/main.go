@@ -165,7 +165,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry))
+	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, c.Profiling))
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -76,8 +77,16 @@ func (h *health) handler() http.Handler {
 	return mux
 }
 
-func metricsHandler(reg *prometheus.Registry) http.Handler {
+// metricsHandler serves /metrics and, with profiling, Go's pprof profiles:
+// off by default because a profile shows internals an operator may not
+// want exposed on the metrics port.
+func metricsHandler(reg *prometheus.Registry, profiling bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
