@@ -75,7 +75,9 @@ func series(points []Point, y func(Point) float64) plotter.XYs {
 func lines(path, title, unit string, named ...any) error {
 	p := plot.New()
 	p.Title.Text = title
-	p.X.Label.Text = "idle GitRepositories"
+	p.X.Label.Text = "idle GitRepositories (log scale)"
+	p.X.Scale = plot.LogScale{} // the points are 100, 1,000, 10,000
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Label.Text = unit
 	p.Y.Min = 0
 	if err := plotutil.AddLinePoints(p, named...); err != nil {
