@@ -152,6 +152,9 @@ func (ctrl *controller) run(ctx context.Context) error {
 		return err
 	}
 	informer := ctrl.informers.ForResource(v1alpha1.GitRepositoryResource).Informer()
+	if err := informer.SetTransform(slimRepository); err != nil {
+		return fmt.Errorf("watch GitRepositories: %w", err)
+	}
 	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
 		return fmt.Errorf("watch GitRepositories: %w", err)
 	}
