@@ -167,7 +167,7 @@ func (r *run) applyAll(ctx context.Context, objs []*unstructured.Unstructured, u
 	objs = sortObjects(objs)
 	var crds []*unstructured.Unstructured
 	i := 0
-	for ; i < len(objs) && kindRank(refOf(objs[i])) <= 1; i++ {
+	for ; i < len(objs) && servedFirst(refOf(objs[i])); i++ {
 		sent, err := r.applyOne(ctx, objs[i], useHashes)
 		if err != nil {
 			return err
