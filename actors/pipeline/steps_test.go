@@ -161,15 +161,15 @@ func TestSyncOutcomes(t *testing.T) {
 			r.applier.res.Failed = []k8s.ObjectError{{Ref: v1alpha1.ObjectRef{Kind: "ConfigMap", Name: "b"}, Err: errors.New("forbidden")}}
 		}, phase: v1alpha1.PhaseFailed, ready: "False/SyncFailed", event: event{corev1.EventTypeWarning, "SyncFailed"},
 			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
-			wantErr: errSyncFailed, notErr: actors.ErrStalled, wantHashes: true},
+			wantErr:  errSyncFailed, notErr: actors.ErrStalled, wantHashes: true},
 		{name: "stalled", setup: func(r *rig) { r.parse = []error{errors.New("deploy/a.yaml:3:1: bad")} },
 			phase: v1alpha1.PhaseFailed, ready: "False/SyncFailed", event: event{corev1.EventTypeWarning, "SyncFailed"},
 			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
-			wantErr: actors.ErrStalled, wantHashes: true},
+			wantErr:  actors.ErrStalled, wantHashes: true},
 		{name: "API server unreachable", setup: func(r *rig) { r.applier.err = apiDown },
 			phase: v1alpha1.PhaseFailed, ready: "False/ApplyFailed", event: event{corev1.EventTypeWarning, "ApplyFailed"},
 			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
-			wantErr: actors.ErrAPIUnreachable},
+			wantErr:  actors.ErrAPIUnreachable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
