@@ -20,8 +20,8 @@ func appliedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	st.LastSyncTime = &now
 	st.Message = o.Message
 	setCondition(st, v1alpha1.ConditionReady, true, "Applied", o.Message, s.repo.Generation)
-	removeCondition(st, v1alpha1.ConditionStalled)
-	removeCondition(st, v1alpha1.ConditionReconciling)
+	dropCondition(st, v1alpha1.ConditionStalled)
+	dropCondition(st, v1alpha1.ConditionReconciling)
 }
 
 // failedStatus records a Failed or Stalled outcome.
@@ -40,12 +40,12 @@ func failedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	switch {
 	case o.Kind == Stalled:
 		setCondition(st, v1alpha1.ConditionStalled, true, "InvalidManifests", o.Message, s.repo.Generation)
-		removeCondition(st, v1alpha1.ConditionReconciling)
+		dropCondition(st, v1alpha1.ConditionReconciling)
 	case o.Result != nil:
-		removeCondition(st, v1alpha1.ConditionStalled)
+		dropCondition(st, v1alpha1.ConditionStalled)
 		setCondition(st, v1alpha1.ConditionReconciling, true, "RetryingWithBackoff", "Retrying the objects that failed.", s.repo.Generation)
 	default:
-		removeCondition(st, v1alpha1.ConditionStalled)
+		dropCondition(st, v1alpha1.ConditionStalled)
 		setCondition(st, v1alpha1.ConditionReconciling, true, "RetryingWithBackoff", "Retrying with backoff.", s.repo.Generation)
 	}
 }

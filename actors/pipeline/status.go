@@ -88,7 +88,7 @@ func setCondition(st *v1alpha1.GitRepositoryStatus, typ string, status bool, rea
 	})
 }
 
-func removeCondition(st *v1alpha1.GitRepositoryStatus, typ string) {
+func dropCondition(st *v1alpha1.GitRepositoryStatus, typ string) {
 	meta.RemoveStatusCondition(&st.Conditions, typ)
 }
 
