@@ -58,22 +58,25 @@ type effect struct {
 	eventReason string // "" means the Outcome's Reason
 	cdevents    []cdevents.Kind
 	level       zapcore.Level
-	status      func(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) // nil writes nothing
+	// log is the log line's message; the Outcome's message is a field.
+	log string
+	// status changes the status; nil writes nothing.
+	status func(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus)
 }
 
 // effects is the outcome table (docs/actors.md shows it).
 var effects = map[Kind]effect{
-	Unchanged:        {metric: "unchanged", level: zapcore.DebugLevel},
-	Applied:          {metric: "success", eventType: corev1.EventTypeNormal, cdevents: []cdevents.Kind{cdevents.DeploymentFinished}, level: zapcore.InfoLevel, status: appliedStatus},
-	Failed:           {metric: "failure", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
-	Stalled:          {metric: "failure", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
-	Unrecorded:       {metric: "failure", level: zapcore.WarnLevel},
-	DriftSkipped:     {metric: "drift", level: zapcore.DebugLevel},
-	DriftInSync:      {metric: "drift", level: zapcore.DebugLevel, status: driftStatus(false)},
-	DriftCorrected:   {metric: "drift", eventType: corev1.EventTypeNormal, eventReason: "DriftCorrected", cdevents: []cdevents.Kind{cdevents.DriftDetected, cdevents.DriftCorrected}, level: zapcore.InfoLevel, status: driftStatus(false)},
-	DriftDetected:    {metric: "drift", eventType: corev1.EventTypeWarning, eventReason: "DriftDetected", cdevents: []cdevents.Kind{cdevents.DriftDetected}, level: zapcore.InfoLevel, status: driftStatus(true)},
-	DriftCheckFailed: {metric: "drift", eventType: corev1.EventTypeWarning, eventReason: "DriftCheckFailed", level: zapcore.InfoLevel, status: driftStatus(true)},
-	DriftFailed:      {metric: "drift", level: zapcore.WarnLevel},
+	Unchanged:        {metric: "unchanged", log: "unchanged", level: zapcore.DebugLevel},
+	Applied:          {metric: "success", log: "synced", eventType: corev1.EventTypeNormal, cdevents: []cdevents.Kind{cdevents.DeploymentFinished}, level: zapcore.InfoLevel, status: appliedStatus},
+	Failed:           {metric: "failure", log: "sync failed", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
+	Stalled:          {metric: "failure", log: "sync stalled", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
+	Unrecorded:       {metric: "failure", log: "applied but not recorded", level: zapcore.WarnLevel},
+	DriftSkipped:     {metric: "drift", log: "drift check skipped", level: zapcore.DebugLevel},
+	DriftInSync:      {metric: "drift", log: "drift check", level: zapcore.DebugLevel, status: driftStatus(false)},
+	DriftCorrected:   {metric: "drift", log: "drift check", eventType: corev1.EventTypeNormal, eventReason: "DriftCorrected", cdevents: []cdevents.Kind{cdevents.DriftDetected, cdevents.DriftCorrected}, level: zapcore.InfoLevel, status: driftStatus(false)},
+	DriftDetected:    {metric: "drift", log: "drift check", eventType: corev1.EventTypeWarning, eventReason: "DriftDetected", cdevents: []cdevents.Kind{cdevents.DriftDetected}, level: zapcore.InfoLevel, status: driftStatus(true)},
+	DriftCheckFailed: {metric: "drift", log: "drift check", eventType: corev1.EventTypeWarning, eventReason: "DriftCheckFailed", level: zapcore.InfoLevel, status: driftStatus(true)},
+	DriftFailed:      {metric: "drift", log: "drift check failed", level: zapcore.WarnLevel},
 }
 
 // errSyncFailed marks a sync that did not apply everything: the status
@@ -113,7 +116,7 @@ func (s *syncState) conclude(ctx context.Context, o *Outcome) error {
 		s.p.Recorder.Event(s.repo, eff.eventType, reason, eventMessage(o.Message, o.Problems))
 	}
 	s.emitOutcome(eff.cdevents, o)
-	s.logOutcome(eff.level, o)
+	s.logOutcome(eff, o)
 	s.measure(eff.metric, o)
 	return s.outcomeError(o)
 }
@@ -144,8 +147,8 @@ func (s *syncState) emitOutcome(kinds []cdevents.Kind, o *Outcome) {
 	}
 }
 
-func (s *syncState) logOutcome(level zapcore.Level, o *Outcome) {
-	fields := []zap.Field{zap.String("reason", o.Reason), zap.Duration("took", time.Since(s.start))}
+func (s *syncState) logOutcome(eff effect, o *Outcome) {
+	fields := []zap.Field{zap.String("message", o.Message), zap.String("reason", o.Reason), zap.Duration("took", time.Since(s.start))}
 	if len(o.Problems) > 0 {
 		fields = append(fields, zap.Strings("problems", o.Problems))
 	}
@@ -153,7 +156,7 @@ func (s *syncState) logOutcome(level zapcore.Level, o *Outcome) {
 		fields = append(fields, zap.Int("drifted", len(o.Drift.Drifted)+len(o.Drift.Missing)),
 			zap.Int("corrected", len(o.Drift.Corrected)), zap.Int("failed", len(o.Drift.Failed)))
 	}
-	s.log.Log(level, o.Message, fields...)
+	s.log.Log(eff.level, eff.log, fields...)
 }
 
 func (s *syncState) measure(result string, o *Outcome) {

@@ -297,7 +297,7 @@ func TestDriftCheckOutcomes(t *testing.T) {
 
 func TestEveryKindHasAnEffect(t *testing.T) {
 	for k := Unchanged; k <= DriftFailed; k++ {
-		if effects[k].metric == "" {
+		if effects[k].metric == "" || effects[k].log == "" {
 			t.Errorf("Kind %d has no row in the outcome table", k)
 		}
 	}
