@@ -194,8 +194,8 @@ func (s *syncState) outcomeError(o *Outcome) error {
 // answer such as forbidden or invalid. Only errors of Kubernetes calls may
 // be passed: a git host's network errors look the same.
 func apiUnreachable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // our own cancellation or spec.timeout, not the API server
 	}
 	var urlErr *url.Error
 	var netErr net.Error

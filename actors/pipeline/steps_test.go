@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"reflect"
 	"syscall"
@@ -299,6 +300,24 @@ func TestEveryKindHasAnEffect(t *testing.T) {
 	for k := Unchanged; k <= DriftFailed; k++ {
 		if effects[k].metric == "" || effects[k].log == "" {
 			t.Errorf("Kind %d has no row in the outcome table", k)
+		}
+	}
+}
+
+func TestAPIUnreachable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", &url.Error{Op: "Get", URL: "https://api", Err: syscall.ECONNREFUSED}, true},
+		{"our timeout", &url.Error{Op: "Get", URL: "https://api", Err: context.DeadlineExceeded}, false},
+		{"cancelled", fmt.Errorf("apply: %w", context.Canceled), false},
+		{"an answer", errors.New("forbidden"), false},
+	}
+	for _, tt := range tests {
+		if got := apiUnreachable(tt.err); got != tt.want {
+			t.Errorf("%s: apiUnreachable = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
