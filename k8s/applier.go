@@ -167,7 +167,7 @@ func (r *run) applyAll(ctx context.Context, objs []*unstructured.Unstructured, u
 	objs = sortObjects(objs)
 	var crds []*unstructured.Unstructured
 	i := 0
-	for ; i < len(objs) && kindRank(refOf(objs[i])) <= 1; i++ {
+	for ; i < len(objs) && servedFirst(refOf(objs[i])); i++ {
 		sent, err := r.applyOne(ctx, objs[i], useHashes)
 		if err != nil {
 			return err
@@ -387,7 +387,7 @@ func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstruc
 	if !force {
 		return fmt.Errorf("%w (an immutable field changed: set spec.force to true to let ALUMIINI delete and recreate the object)", err)
 	}
-	if err := a.remove(ctx, m, obj); err != nil {
+	if err := a.deleteAndWait(ctx, m, obj); err != nil {
 		return fmt.Errorf("recreate after an immutable field change: %w", err)
 	}
 	_, err = a.ssa(ctx, m, obj, false)
@@ -402,8 +402,8 @@ func isImmutable(err error) bool {
 		(strings.Contains(msg, "immutable") || strings.Contains(msg, "updates to statefulset spec for fields other than"))
 }
 
-// remove deletes obj and waits until it is gone.
-func (a *Applier) remove(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
+// deleteAndWait deletes obj and waits until it is gone.
+func (a *Applier) deleteAndWait(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
 	res := a.resource(m, obj.GetNamespace())
 	background := metav1.DeletePropagationBackground
 	err := res.Delete(ctx, obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})

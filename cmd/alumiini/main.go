@@ -152,6 +152,9 @@ func (ctrl *controller) run(ctx context.Context) error {
 		return err
 	}
 	informer := ctrl.informers.ForResource(v1alpha1.GitRepositoryResource).Informer()
+	if err := informer.SetTransform(slimRepository); err != nil {
+		return fmt.Errorf("watch GitRepositories: %w", err)
+	}
 	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
 		return fmt.Errorf("watch GitRepositories: %w", err)
 	}
@@ -251,31 +254,25 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	defer stopRecorder()
 	fetcher := gitsrc.NewFetcher(ctrl.cfg.CacheDir)
 	p := &pipeline.Pipeline{
-		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
+		Source: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
 		// Git credentials are kept longer so that quiet polls make no API
 		// request; a failed fetch drops them at once (a rotated Secret).
 		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
 		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
 	}
+	var hashes *alucache.Client
 	sys := actors.NewSystem(actors.Config{
 		Syncer:             p,
 		Logger:             ctrl.log,
 		Hooks:              metricsHooks{ctrl.metrics},
 		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
-		OnRemove: func(key string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := p.Cache.Evict(ctx, key); err != nil {
-				ctrl.log.Warn("evict cache", zap.String("repository", key), zap.Error(err))
-			}
-			if err := fetcher.Remove(key); err != nil {
-				ctrl.log.Warn("remove checkout", zap.String("repository", key), zap.Error(err))
-			}
-		},
+		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key) },
 	})
-	p.Cache = alucache.Start(sys.Root(), 5*time.Second)
-	defer func() { _ = p.Cache.Stop() }()
+	hashes = alucache.Start(sys.Root(), 5*time.Second)
+	p.Cache = hashes
+	defer func() { _ = hashes.Stop() }()
+	sys.WatchAPI(ctx, ctrl.probeAPI, time.Second, time.Second)
 	defer func() {
 		// On a signal, running syncs may finish within the grace period; when
 		// the Lease was lost they are cancelled at once, as another replica
@@ -299,6 +296,24 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	// Hand webhooks back to whoever holds the Lease before the actors stop.
 	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
 	return nil
+}
+
+// forget evicts a removed repository's cache entry and deletes its
+// checkout. It runs off the supervisor's mailbox (actors.Config.OnRemove).
+func (ctrl *controller) forget(hashes *alucache.Client, fetcher *gitsrc.Fetcher, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hashes.Evict(ctx, key); err != nil {
+		ctrl.log.Warn("evict cache", zap.String("repository", key), zap.Error(err))
+	}
+	if err := fetcher.Remove(key); err != nil {
+		ctrl.log.Warn("remove checkout", zap.String("repository", key), zap.Error(err))
+	}
+}
+
+// probeAPI asks the API server whether it is ready (GET /readyz).
+func (ctrl *controller) probeAPI(ctx context.Context) error {
+	return ctrl.kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 }
 
 // readSecretFile reads --webhook-secret-file, trimming a trailing newline.
