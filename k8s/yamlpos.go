@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"strconv"
 
-	yamlv3 "go.yaml.in/yaml/v3"
+	yamlv3 "gopkg.in/yaml.v3"
 )
 
 // yamlLine matches the position yaml.v3 puts in a syntax error.
@@ -16,7 +16,7 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // utilyaml.YAMLReader numbers them) of the file rel as rel:line:column,
 // with the line counted in the whole file, for example
 // "deploy/app.yaml:12:3: mapping values are not allowed in this context".
-// yaml.v3 (go.yaml.in/yaml/v3, the maintained gopkg.in/yaml.v3) reports the
+// yaml.v3 (gopkg.in/yaml.v3, the chosen YAML library) reports the
 // line; the column is that of the line's first character, as the parser
 // does not report one. It returns nil when yaml.v3 finds no position.
 func positionedYAMLError(rel string, data []byte, doc int) error {
