@@ -31,6 +31,7 @@ type scaleConfig struct {
 	quiet     time.Duration // idle window over which CPU and API requests are counted
 	interval  string        // spec.interval of the idle repositories
 	reconcile string        // spec.reconcileInterval of the idle repositories
+	steady    time.Duration // wait before measuring, so that every repository had its first drift check
 	pushes    int           // webhook pushes timed at each point
 	workers   int           // concurrency of creates, of the controller's syncs and of the baseline
 	out       string        // where results.json (and charts) are written; "" skips
@@ -62,6 +63,10 @@ func scaleConfigFromEnv() scaleConfig {
 	}
 	if v := os.Getenv("ALUMIINI_BENCH_RECONCILE"); v != "" {
 		c.reconcile = v
+	}
+	c.steady, _ = time.ParseDuration(c.reconcile)
+	if d, err := time.ParseDuration(os.Getenv("ALUMIINI_BENCH_STEADY")); err == nil {
+		c.steady = d
 	}
 	c.out = os.Getenv("ALUMIINI_BENCH_OUT")
 	return c
@@ -122,7 +127,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 			p.FirstSyncRatio = p.FirstSyncSeconds / p.BaselineSeconds
 		}
 		created = n
-		steady(b, cfg)
+		steady(cfg)
 		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl)
 		measureQuiet(b, cfg, ctrl, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
@@ -225,17 +230,12 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 
 func ptrTo[T any](v T) *T { return &v }
 
-// steady waits one reconcileInterval so that every repository has had its
-// first drift check (they are spread over the interval): the benchmark
-// measures steady state, not the quiet minutes before the checks start.
-// This is a measurement window, not synchronisation.
-func steady(b *testing.B, cfg scaleConfig) {
-	d, err := time.ParseDuration(cfg.reconcile)
-	if err != nil {
-		b.Fatal(err)
-	}
-	time.Sleep(d)
-}
+// steady waits cfg.steady, by default one reconcileInterval, so that every
+// repository has had its first drift check (they are spread over the
+// interval): the benchmark measures steady state, not the quiet minutes
+// before the checks start. This is a measurement window, not
+// synchronisation.
+func steady(cfg scaleConfig) { time.Sleep(cfg.steady) }
 
 // settledMemory forces two GC cycles through the controller's pprof
 // endpoint (heap?gc=1) and returns its RSS and Go heap in use, in KiB.
