@@ -280,6 +280,7 @@ func (s *run) options() k8s.Options {
 		Prune:           spec.PruneEnabled(),
 		Force:           spec.Force,
 		Inventory:       s.repo.Status.Inventory,
+		ServiceAccount:  spec.ServiceAccountName,
 	}
 	if spec.RolloutRef != nil {
 		opts.RolloutRef = spec.RolloutRef.Name
