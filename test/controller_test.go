@@ -61,7 +61,6 @@ func controllerBinary(t testing.TB) string {
 	return binPath
 }
 
-
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr(t testing.TB) string {
 	t.Helper()
