@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/testenv"
 )
 
@@ -185,4 +188,47 @@ func shippedIdentity(t testing.TB, flags []string) string {
 	}
 	rbacInstall{saNamespace: deployNamespace}.install(t, leaseNamespaces...)
 	return serviceAccountKubeconfig(t, deployNamespace)
+}
+
+// TestShippedRBACRulesAreNeeded runs the controller as a ServiceAccount
+// bound to deploy/'s roles with one rule removed, and shows what then
+// fails; lockdown mode shows that alumiini-controller alone (alumiini-apply
+// unbound) is enough when every GitRepository acts as a ServiceAccount.
+func TestShippedRBACRulesAreNeeded(t *testing.T) {
+	impersonate := func(role string, r rbacv1.PolicyRule) bool { return slices.Contains(r.Verbs, "impersonate") }
+	tests := []struct {
+		name     string
+		install  rbacInstall
+		flags    []string
+		phase    v1alpha1.Phase
+		wantMsgs []string
+	}{
+		{name: "as shipped", phase: v1alpha1.PhaseSynced},
+		{name: "apply rights removed", phase: v1alpha1.PhaseFailed, wantMsgs: []string{"forbidden", `resource "configmaps"`},
+			install: rbacInstall{drop: func(role string, _ rbacv1.PolicyRule) bool { return role == applyRole }}},
+		{name: "lockdown", phase: v1alpha1.PhaseSynced, install: rbacInstall{lockdown: true},
+			flags: []string{"--default-service-account", "deployer"}},
+		{name: "lockdown without impersonate", phase: v1alpha1.PhaseFailed, wantMsgs: []string{"cannot impersonate"},
+			install: rbacInstall{lockdown: true, drop: impersonate}, flags: []string{"--default-service-account", "deployer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, repo, first := appsRepo(t)
+			tenant(t, ns, "deployer")
+			tt.install.saNamespace, tt.install.suffix = ns, "-"+ns
+			tt.install.install(t)
+			ctrl := startController(t, append([]string{"--watch-namespace", ns, "--kubeconfig", serviceAccountKubeconfig(t, ns)}, tt.flags...)...)
+			ctrl.waitReady(t)
+			createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h"})
+			got := waitPhase(t, ns, "apps", tt.phase, first, 60*time.Second)
+			for _, want := range tt.wantMsgs {
+				if !strings.Contains(got.Status.Message, want) {
+					t.Errorf("message %q does not say %q", got.Status.Message, want)
+				}
+			}
+			if v, _ := configMapValue(ns, "a"); (v == "1") != (tt.phase == v1alpha1.PhaseSynced) {
+				t.Errorf("ConfigMap a = %q in phase %s", v, tt.phase)
+			}
+		})
+	}
 }
