@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,11 +55,11 @@ func (in rbacInstall) install(t testing.TB, leaseNamespaces ...string) {
 	}
 	user := "system:serviceaccount:" + in.saNamespace + ":alumiini"
 	testenv.Eventually(t, 30*time.Second, func() error {
-		return allowed(ctx, user, authv1.ResourceAttributes{Verb: "list", Group: "alumiini.false.systems", Resource: "gitrepositories"})
+		return env.Allowed(ctx, user, authv1.ResourceAttributes{Verb: "list", Group: "alumiini.false.systems", Resource: "gitrepositories"})
 	})
 	for _, ns := range leaseNamespaces {
 		testenv.Eventually(t, 30*time.Second, func() error {
-			return allowed(ctx, user, authv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "coordination.k8s.io", Resource: "leases"})
+			return env.Allowed(ctx, user, authv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "coordination.k8s.io", Resource: "leases"})
 		})
 	}
 }
@@ -143,19 +142,6 @@ func (in rbacInstall) uninstall() {
 		_ = rbac.ClusterRoleBindings().Delete(ctx, name+in.suffix, metav1.DeleteOptions{})
 		_ = rbac.ClusterRoles().Delete(ctx, name+in.suffix, metav1.DeleteOptions{})
 	}
-}
-
-// allowed asks the authorizer whether user may do attrs.
-func allowed(ctx context.Context, user string, attrs authv1.ResourceAttributes) error {
-	sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &attrs}}
-	got, err := env.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	if !got.Status.Allowed {
-		return fmt.Errorf("%s may not %+v yet", user, attrs)
-	}
-	return nil
 }
 
 // serviceAccountKubeconfig writes a kubeconfig with a fresh token of
