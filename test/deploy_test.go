@@ -445,6 +445,7 @@ func TestDeployControllerRightsAreEnoughAndNoMore(t *testing.T) {
 		gr("team-a", "create", "", "events"),
 		gr("team-a", "create", "events.k8s.io", "events"),
 		gr("team-a", "get", "", "secrets"),
+		gr("team-a", "impersonate", "", "serviceaccounts"),
 		gr(deployNamespace, "create", "coordination.k8s.io", "leases"),
 		gr(deployNamespace, "update", "coordination.k8s.io", "leases"),
 		{verb: "get", url: "/apis/apps/v1"},

@@ -105,7 +105,10 @@ func (in rbacInstall) adapt(t testing.TB, o *unstructured.Unstructured, leaseNam
 
 // retarget points a binding at this install's ServiceAccount.
 func (in rbacInstall) retarget(o *unstructured.Unstructured) {
-	subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+	subjects, found, _ := unstructured.NestedSlice(o.Object, "subjects")
+	if !found {
+		return
+	}
 	for _, s := range subjects {
 		s.(map[string]any)["namespace"] = in.saNamespace
 	}
