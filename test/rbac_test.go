@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -191,6 +192,7 @@ func TestShippedRBACRulesAreNeeded(t *testing.T) {
 		flags    []string
 		phase    v1alpha1.Phase
 		wantMsgs []string
+		wantLog  string // when set, the controller's log says it and no phase is awaited
 	}{
 		{name: "as shipped", phase: v1alpha1.PhaseSynced},
 		{name: "apply rights removed", phase: v1alpha1.PhaseFailed, wantMsgs: []string{"forbidden", `resource "configmaps"`},
@@ -199,6 +201,10 @@ func TestShippedRBACRulesAreNeeded(t *testing.T) {
 			flags: []string{"--default-service-account", "deployer"}},
 		{name: "lockdown without impersonate", phase: v1alpha1.PhaseFailed, wantMsgs: []string{"cannot impersonate"},
 			install: rbacInstall{lockdown: true, drop: impersonate}, flags: []string{"--default-service-account", "deployer"}},
+		// Without lockdown, alumiini-apply's "*" would grant it anyway. The
+		// log quotes the API server's message inside a field, hence \".
+		{name: "lockdown without status rights", wantLog: `cannot patch resource \"gitrepositories/status\"`, flags: []string{"--default-service-account", "deployer"},
+			install: rbacInstall{lockdown: true, drop: func(_ string, r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "gitrepositories/status") }}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,6 +215,18 @@ func TestShippedRBACRulesAreNeeded(t *testing.T) {
 			ctrl := startController(t, append([]string{"--watch-namespace", ns, "--kubeconfig", serviceAccountKubeconfig(t, ns)}, tt.flags...)...)
 			ctrl.waitReady(t)
 			createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h"})
+			if tt.wantLog != "" {
+				testenv.Eventually(t, 60*time.Second, func() error {
+					if !strings.Contains(ctrl.Logs(), tt.wantLog) {
+						return fmt.Errorf("the controller's log does not say %q", tt.wantLog)
+					}
+					return nil
+				})
+				if st := getRepo(t, ns, "apps").Status; st.Phase != "" {
+					t.Errorf("status written without the rights to: phase %q", st.Phase)
+				}
+				return
+			}
 			got := waitPhase(t, ns, "apps", tt.phase, first, 60*time.Second)
 			for _, want := range tt.wantMsgs {
 				if !strings.Contains(got.Status.Message, want) {
