@@ -204,7 +204,9 @@ func TestShippedRBACRulesAreNeeded(t *testing.T) {
 		// Without lockdown, alumiini-apply's "*" would grant it anyway. The
 		// log quotes the API server's message inside a field, hence \".
 		{name: "lockdown without status rights", wantLog: `cannot patch resource \"gitrepositories/status\"`, flags: []string{"--default-service-account", "deployer"},
-			install: rbacInstall{lockdown: true, drop: func(_ string, r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "gitrepositories/status") }}},
+			install: rbacInstall{lockdown: true, drop: func(_ string, r rbacv1.PolicyRule) bool {
+				return slices.Contains(r.Resources, "gitrepositories/status")
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
