@@ -61,20 +61,6 @@ func controllerBinary(t testing.TB) string {
 	return binPath
 }
 
-// kubeconfigFile writes a kubeconfig for the control plane, once per test.
-func kubeconfigFile(t testing.TB) string {
-	t.Helper()
-	kc, err := env.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr(t testing.TB) string {
 	t.Helper()
@@ -98,14 +84,15 @@ type proc struct {
 	logs    bytes.Buffer
 }
 
-// startController runs the binary with its servers on free loopback ports;
+// startController runs the binary with its servers on free loopback ports,
+// as the ServiceAccount of deploy/ with deploy/'s roles (rbac_test.go);
 // extra flags come last and win. The process is stopped with SIGTERM when
 // the test ends, if it is still running.
 func startController(t testing.TB, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
 	args := append([]string{
-		"--kubeconfig", kubeconfigFile(t),
+		"--kubeconfig", shippedIdentity(t, extra),
 		"--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health,
 		"--cache-dir", t.TempDir(), "--log-level", "debug", "--shutdown-timeout", "20s",
 	}, extra...)

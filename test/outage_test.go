@@ -90,7 +90,7 @@ func (p *apiProxy) cut() {
 // certificate names 127.0.0.1, whatever the port).
 func (p *apiProxy) kubeconfig(t *testing.T) string {
 	t.Helper()
-	kc, err := os.ReadFile(kubeconfigFile(t))
+	kc, err := os.ReadFile(shippedIdentity(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

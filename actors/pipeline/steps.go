@@ -214,6 +214,7 @@ func (s *syncState) options() k8s.Options {
 		Prune:           spec.PruneEnabled(),
 		Force:           spec.Force,
 		Inventory:       s.status().Inventory,
+		ServiceAccount:  spec.ServiceAccountName,
 	}
 	if spec.RolloutRef != nil {
 		opts.RolloutRef = spec.RolloutRef.Name

@@ -246,7 +246,11 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 // syncs and its webhooks go straight to the repository actors. It returns
 // once the actors have stopped, or the grace period ran out.
 func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIndexInformer) error {
-	applier, err := k8s.NewApplier(ctrl.rest)
+	var tenancy []k8s.ApplierOption
+	if sa := ctrl.cfg.DefaultSA; sa != "" {
+		tenancy = append(tenancy, k8s.WithDefaultServiceAccount(sa))
+	}
+	applier, err := k8s.NewApplier(ctrl.rest, tenancy...)
 	if err != nil {
 		return fmt.Errorf("build the applier: %w", err)
 	}
