@@ -74,6 +74,12 @@ func newRepoObject(ns, name string, spec v1alpha1.GitRepositorySpec) (*unstructu
 	// The status and creationTimestamp of an object not yet created are noise.
 	unstructured.RemoveNestedField(u.Object, "status")
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	// Unset durations encode as "0s", which the API server would keep.
+	for _, f := range []string{"interval", "reconcileInterval", "timeout"} {
+		if v, _, _ := unstructured.NestedString(u.Object, "spec", f); v == "0s" {
+			unstructured.RemoveNestedField(u.Object, "spec", f)
+		}
+	}
 	return u, nil
 }
 
