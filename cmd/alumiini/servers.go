@@ -203,7 +203,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 // compares with its own.
 func (v *actorView) handler(mux *http.ServeMux) {
 	const timeout = 5 * time.Second
-	timed := func(h http.HandlerFunc) http.Handler { return http.TimeoutHandler(h, timeout, "actor status timed out\n") }
+	timed := func(h http.HandlerFunc) http.Handler {
+		return http.TimeoutHandler(h, timeout, "actor status timed out\n")
+	}
 	mux.Handle("GET /debug/repositories", timed(v.list))
 	mux.Handle("GET /debug/repositories/{namespace}/{name}", timed(v.one))
 	mux.HandleFunc("GET /debug/version", func(w http.ResponseWriter, _ *http.Request) {

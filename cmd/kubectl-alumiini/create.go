@@ -29,6 +29,23 @@ func newCreate(o *options) *cobra.Command {
 			if secretRef != "" {
 				spec.SecretRef = &v1alpha1.LocalObjectReference{Name: secretRef}
 			}
+			if export {
+				// Printing needs no cluster: the namespace comes from -n or
+				// the kubeconfig when there is one.
+				ns, _, err := o.kube.ToRawKubeConfigLoader().Namespace()
+				if err != nil || ns == "" {
+					ns = "default"
+				}
+				u, err := newRepoObject(ns, args[0], spec)
+				if err != nil {
+					return err
+				}
+				format := o.output
+				if format == "" {
+					format = "yaml"
+				}
+				return printObject(o.stdout, format, u.Object)
+			}
 			c, err := o.clients()
 			if err != nil {
 				return err
@@ -36,13 +53,6 @@ func newCreate(o *options) *cobra.Command {
 			u, err := newRepoObject(c.namespace, args[0], spec)
 			if err != nil {
 				return err
-			}
-			if export {
-				format := o.output
-				if format == "" {
-					format = "yaml"
-				}
-				return printObject(o.stdout, format, u.Object)
 			}
 			return o.createRepo(cmd.Context(), c, u)
 		},
