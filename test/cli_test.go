@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +19,6 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/testenv"
 )
-
-var (
-	cliOnce sync.Once
-	cliPath string
-	cliErr  error
-)
-
-// cliBinary builds cmd/kubectl-alumiini once per test run.
-func cliBinary(t testing.TB) string {
-	t.Helper()
-	cliOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kubectl-alumiini-bin-")
-		if err != nil {
-			cliErr = err
-			return
-		}
-		cliPath = filepath.Join(dir, "kubectl-alumiini")
-		cmd := exec.Command("go", "build", "-o", cliPath, "./cmd/kubectl-alumiini")
-		cmd.Dir = testenv.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			cliErr = fmt.Errorf("go build ./cmd/kubectl-alumiini: %v\n%s", err, out)
-		}
-	})
-	if cliErr != nil {
-		t.Fatal(cliErr)
-	}
-	return cliPath
-}
 
 // plugin runs the plugin against the control plane and returns its
 // stdout, stderr and exit code.
@@ -63,7 +34,7 @@ func (p plugin) run(args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	all := append([]string{"--kubeconfig", p.kubeconfig, "-n", p.ns}, p.extra...)
-	cmd := exec.CommandContext(ctx, cliBinary(p.t), append(all, args...)...)
+	cmd := exec.CommandContext(ctx, pluginBin.build(p.t), append(all, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

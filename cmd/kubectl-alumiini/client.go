@@ -55,6 +55,16 @@ func (c *clients) repos(ns string) dynamic.ResourceInterface {
 	return c.dyn.Resource(v1alpha1.GitRepositoryResource).Namespace(ns)
 }
 
+// loadRepo connects and reads the GitRepository a command names.
+func (o *options) loadRepo(ctx context.Context, name string) (*clients, *v1alpha1.GitRepository, error) {
+	c, err := o.clients()
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := c.getRepo(ctx, name)
+	return c, repo, err
+}
+
 // getRepo reads one GitRepository of the current namespace.
 func (c *clients) getRepo(ctx context.Context, name string) (*v1alpha1.GitRepository, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)

@@ -23,11 +23,7 @@ func newDiff(o *options) *cobra.Command {
 		Short: "Show what the next sync would change, one unified diff per object (server-side dry run; exit 1 on differences)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.clients()
-			if err != nil {
-				return err
-			}
-			repo, err := c.getRepo(cmd.Context(), args[0])
+			c, repo, err := o.loadRepo(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -51,11 +51,7 @@ func newStatus(o *options) *cobra.Command {
 		Short: "Conditions, inventory, recent Events, the last error and what the repository actor is doing",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.clients()
-			if err != nil {
-				return err
-			}
-			repo, err := c.getRepo(cmd.Context(), args[0])
+			c, repo, err := o.loadRepo(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -29,11 +29,7 @@ func newTree(o *options) *cobra.Command {
 		Short: "The objects a GitRepository applied (its inventory), with their kinds and health",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.clients()
-			if err != nil {
-				return err
-			}
-			repo, err := c.getRepo(cmd.Context(), args[0])
+			c, repo, err := o.loadRepo(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
