@@ -68,7 +68,14 @@ func patchRepo(ctx context.Context, c *clients, name string, patch map[string]an
 // does not record requestedAt, so a Syncing phase seen after the request
 // followed by Synced or Failed is an outcome too.
 func (o *options) follow(ctx context.Context, c *clients, name, at, rv string) error {
+	var last v1alpha1.Phase
+	gaveUp := func() error {
+		return exitCode{code: exitTimeout, err: fmt.Errorf("gave up waiting for the sync of %s/%s (phase %q): %w; raise --timeout or see `kubectl alumiini status %s`", c.namespace, name, orDash(string(last)), ctx.Err(), name)}
+	}
 	w, err := c.repos(c.namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name, ResourceVersion: rv})
+	if err != nil && ctx.Err() != nil {
+		return gaveUp()
+	}
 	if err != nil {
 		return fmt.Errorf("watch GitRepository %s/%s: %w", c.namespace, name, err)
 	}
@@ -76,13 +83,15 @@ func (o *options) follow(ctx context.Context, c *clients, name, at, rv string) e
 	prog := newProgress(o.stderr, "waiting for the controller to pick up the request")
 	defer prog.stop()
 	paint := painter(isTerminal(o.stdout))
-	var last v1alpha1.Phase
 	sawSyncing := false
 	for {
 		select {
 		case <-ctx.Done():
-			return exitCode{code: exitTimeout, err: fmt.Errorf("gave up waiting for the sync of %s/%s (phase %q): %w; raise --timeout or see `kubectl alumiini status %s`", c.namespace, name, orDash(string(last)), ctx.Err(), name)}
+			return gaveUp()
 		case ev, ok := <-w.ResultChan():
+			if !ok && ctx.Err() != nil {
+				return gaveUp()
+			}
 			if !ok {
 				return fmt.Errorf("watch of GitRepository %s/%s closed", c.namespace, name)
 			}
