@@ -21,12 +21,19 @@ GEN_OUT ?=
 FUZZTIME ?= 30s
 TEST_FLAGS ?= -count=1 -timeout=30m
 
-.PHONY: all build test race unit controlplane fuzz bench generate lint run deploy kind-up clean
+PREFIX ?= $(shell go env GOPATH)
+
+.PHONY: all build install-cli test race unit controlplane fuzz bench generate lint run deploy kind-up clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/alumiini
+
+# install-cli: the kubectl plugin into $(PREFIX)/bin (on PATH, kubectl
+# finds it: `kubectl alumiini ...`).
+install-cli:
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(PREFIX)/bin/kubectl-alumiini ./cmd/kubectl-alumiini
 
 controlplane:
 	@test/controlplane/build.sh >/dev/null

@@ -74,6 +74,7 @@ type repoActor struct {
 	removing        bool
 
 	poll, drift, retryTimer *time.Timer
+	pollDue, driftDue       time.Time // reported by status: timers do not expose their deadline
 	stats                   RepoStatus
 }
 
@@ -355,13 +356,16 @@ func (a *repoActor) armTimers() {
 }
 
 func (a *repoActor) armPoll() {
-	a.poll = a.after(jitter(a.repo.Spec.PollInterval()), &tick{trigger: TriggerPoll})
+	d := jitter(a.repo.Spec.PollInterval())
+	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), time.Now().Add(d)
 }
 
 // armDrift skips the drift timer of a repository whose drift mode is Ignore.
 func (a *repoActor) armDrift() {
+	a.driftDue = time.Time{}
 	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
-		a.drift = a.after(jitter(a.repo.Spec.DriftInterval()), &tick{trigger: TriggerReconcile})
+		d := jitter(a.repo.Spec.DriftInterval())
+		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), time.Now().Add(d)
 	}
 }
 
@@ -369,6 +373,7 @@ func (a *repoActor) stopTimers() {
 	stopTimer(a.poll)
 	stopTimer(a.drift)
 	stopTimer(a.retryTimer)
+	a.pollDue, a.driftDue = time.Time{}, time.Time{}
 }
 
 // after sends msg to the actor after d, without a goroutine while waiting.
@@ -381,6 +386,7 @@ func (a *repoActor) status() RepoStatus {
 	st := a.stats
 	st.Key, st.Pending = a.key, a.next != nil
 	st.Generation, st.ResourceVersion = a.repo.Generation, a.repo.ResourceVersion
+	st.NextPoll, st.NextDrift = a.pollDue, a.driftDue
 	switch {
 	case a.running != nil:
 		st.State = StateSyncing

@@ -166,8 +166,10 @@ type RepoStatus struct {
 	Generation      int64  // spec generation the actor holds
 	ResourceVersion string // of the object the actor holds
 	LastTrigger     Trigger
-	LastError       error // of the last finished sync
-	Syncs           int   // finished syncs
+	LastError       error     // of the last finished sync
+	Syncs           int       // finished syncs
+	NextPoll        time.Time // when the poll timer fires; zero when not armed
+	NextDrift       time.Time // when the drift-check timer fires; zero when not armed
 }
 
 // ErrNotFound means no actor runs for the repository.

@@ -89,6 +89,7 @@ type controller struct {
 	informers dynamicinformer.DynamicSharedInformerFactory
 	health    health
 	sink      switchSink
+	view      *actorView
 	grace     context.Context // ends the shutdown grace period after the signal
 	stopping  func() bool     // the process was asked to stop
 }
@@ -100,7 +101,7 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 	}
 	restCfg.UserAgent = "alumiini/" + version
 	restCfg.QPS, restCfg.Burst = 200, 400
-	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log)}
+	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView()}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -168,7 +169,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, c.Profiling))
+	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, ctrl.view, c.Profiling))
 	if err != nil {
 		return err
 	}
@@ -269,7 +270,7 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	sys := actors.NewSystem(actors.Config{
 		Syncer:             p,
 		Logger:             ctrl.log,
-		Hooks:              metricsHooks{ctrl.metrics},
+		Hooks:              metricsHooks{m: ctrl.metrics, view: ctrl.view},
 		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
 		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key) },
 	})
@@ -296,6 +297,8 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		return err
 	}
 	ctrl.sink.set(sys)
+	ctrl.view.set(sys)
+	defer ctrl.view.set(nil)
 	<-ctx.Done()
 	// Hand webhooks back to whoever holds the Lease before the actors stop.
 	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
