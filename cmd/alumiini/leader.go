@@ -37,53 +37,18 @@ func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface,
 	id := fmt.Sprintf("%s_%d", host, os.Getpid())
 	electionCtx, cancelElection := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelElection()
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-	}
-	var (
-		mu      sync.Mutex
-		leading bool
-		closed  bool
-		leadErr error
-		done    = make(chan struct{})
-	)
+	t := &term{ctx: ctx, id: id, log: log, lead: lead, cancelElection: cancelElection, done: make(chan struct{})}
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:          lock,
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Name: leaseName, Namespace: c.LeaseNamespace},
+			Client:     kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+		},
 		LeaseDuration: c.LeaseDuration,
 		RenewDeadline: c.RenewDeadline,
 		RetryPeriod:   c.RetryPeriod,
 		Name:          leaseName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(leaseCtx context.Context) {
-				mu.Lock()
-				if closed {
-					mu.Unlock()
-					return
-				}
-				leading = true
-				mu.Unlock()
-				defer close(done)
-				// Whatever ends lead ends the election too: a replica that
-				// cannot lead must not keep the Lease.
-				defer cancelElection()
-				log.Info("became leader", zap.String("identity", id))
-				leadCtx, cancel := context.WithCancel(leaseCtx)
-				defer context.AfterFunc(ctx, cancel)()
-				defer cancel()
-				err := lead(leadCtx, leaseCtx)
-				mu.Lock()
-				leadErr = err
-				mu.Unlock()
-			},
-			OnStoppedLeading: func() { log.Info("stopped leading", zap.String("identity", id)) },
-			OnNewLeader: func(leader string) {
-				if leader != id {
-					log.Info("standing by", zap.String("leader", leader))
-				}
-			},
-		},
+		Callbacks:     t.callbacks(),
 	})
 	if err != nil {
 		return fmt.Errorf("leader election in namespace %s: %w", c.LeaseNamespace, err)
@@ -91,32 +56,95 @@ func runLeaderElection(ctx context.Context, c config, kube kubernetes.Interface,
 	// On a signal, end the election once the actors have stopped (lead
 	// returns after they did, and then cancels the election itself).
 	defer context.AfterFunc(ctx, func() {
-		mu.Lock()
-		wasLeading := leading
-		mu.Unlock()
-		if !wasLeading {
+		if !t.isLeading() {
 			cancelElection()
 		}
 	})()
 	le.Run(electionCtx)
-	mu.Lock()
-	closed = true
-	wasLeading := leading
-	mu.Unlock()
-	if !wasLeading {
+	if !t.close() {
 		return nil
 	}
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if ctx.Err() != nil && leadErr == nil {
+	<-t.done
+	leadErr := t.result()
+	switch {
+	case ctx.Err() != nil && leadErr == nil:
 		releaseLease(c, kube, id, log)
 		return nil
-	}
-	if leadErr != nil {
+	case leadErr != nil:
 		return leadErr
 	}
 	return fmt.Errorf("lost the Lease %s/%s: exiting so that this replica restarts as a standby", c.LeaseNamespace, leaseName)
+}
+
+// term is one leader election of this process: whether it led, and how
+// leading ended. The elector calls back on its own goroutines.
+type term struct {
+	ctx            context.Context // the process's: a signal ends leading
+	id             string
+	log            *zap.Logger
+	lead           func(ctx, fence context.Context) error
+	cancelElection context.CancelFunc
+	done           chan struct{} // closed when lead returned
+
+	mu      sync.Mutex
+	leading bool
+	closed  bool // the election ended: a late start must not lead
+	err     error
+}
+
+func (t *term) callbacks() leaderelection.LeaderCallbacks {
+	return leaderelection.LeaderCallbacks{
+		OnStartedLeading: t.started,
+		OnStoppedLeading: func() { t.log.Info("stopped leading", zap.String("identity", t.id)) },
+		OnNewLeader: func(leader string) {
+			if leader != t.id {
+				t.log.Info("standing by", zap.String("leader", leader))
+			}
+		},
+	}
+}
+
+// started runs lead for as long as the Lease is held and ctx lasts.
+func (t *term) started(leaseCtx context.Context) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.leading = true
+	t.mu.Unlock()
+	defer close(t.done)
+	// Whatever ends lead ends the election too: a replica that cannot lead
+	// must not keep the Lease.
+	defer t.cancelElection()
+	t.log.Info("became leader", zap.String("identity", t.id))
+	leadCtx, cancel := context.WithCancel(leaseCtx)
+	defer context.AfterFunc(t.ctx, cancel)()
+	defer cancel()
+	err := t.lead(leadCtx, leaseCtx)
+	t.mu.Lock()
+	t.err = err
+	t.mu.Unlock()
+}
+
+func (t *term) isLeading() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leading
+}
+
+// close ends the term and reports whether this replica led in it.
+func (t *term) close() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	return t.leading
+}
+
+func (t *term) result() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
 
 // releaseLease gives the Lease up if this replica still holds it, so that

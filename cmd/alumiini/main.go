@@ -148,36 +148,15 @@ func kubeconfig(path string) (*rest.Config, error) {
 
 func (ctrl *controller) run(ctx context.Context) error {
 	c, log := ctrl.cfg, ctrl.log
-	webhookSecret, err := readSecretFile(c.WebhookSecretFile)
+	informer, err := ctrl.watchRepositories()
 	if err != nil {
 		return err
 	}
-	informer := ctrl.informers.ForResource(v1alpha1.GitRepositoryResource).Informer()
-	if err := informer.SetTransform(slimRepository); err != nil {
-		return fmt.Errorf("watch GitRepositories: %w", err)
-	}
-	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
-		return fmt.Errorf("watch GitRepositories: %w", err)
-	}
-	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
-	hook := webhook.NewHandler(webhook.Config{
-		Secret: webhookSecret, AllowInsecure: c.WebhookInsecure, MaxBodyBytes: c.WebhookMaxBodyBytes,
-		Metrics: ctrl.registry, Logger: log,
-	}, ctrl.repos, ctrl.secrets, &ctrl.sink)
-
-	webhookSrv, err := listen("webhook", c.WebhookAddr, hook)
+	srv, err := ctrl.listen()
 	if err != nil {
 		return err
 	}
-	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, ctrl.view, c.Profiling))
-	if err != nil {
-		return err
-	}
-	healthSrv, err := listen("health", c.HealthAddr, ctrl.health.handler())
-	if err != nil {
-		return err
-	}
-	for _, s := range []*server{webhookSrv, metricsSrv, healthSrv} {
+	for _, s := range []*server{srv.webhook, srv.metrics, srv.health} {
 		go s.serve(log)
 	}
 
@@ -190,7 +169,10 @@ func (ctrl *controller) run(ctx context.Context) error {
 		log.Info("stopped before the GitRepository informer synced")
 		return nil
 	}
-	ctrl.health.ready.Store(true)
+	if c.LeaderElect {
+		// A standby serves webhooks too, by handing them to the leader.
+		ctrl.health.ready.Store(true)
+	}
 	log.Info("started", zap.String("version", version), zap.String("watch_namespace", c.WatchNamespace),
 		zap.Bool("leader_elect", c.LeaderElect))
 
@@ -202,7 +184,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 	// The first step of a shutdown: refuse new webhooks.
 	stopWebhooks := context.AfterFunc(ctx, func() {
 		ctrl.health.ready.Store(false)
-		webhookSrv.shutdown(ctrl.grace)
+		srv.webhook.shutdown(ctrl.grace)
 	})
 	defer stopWebhooks()
 
@@ -212,28 +194,71 @@ func (ctrl *controller) run(ctx context.Context) error {
 	} else {
 		err = lead(ctx, context.Background())
 	}
-
-	// The actors have stopped (lead returned); stop the rest. Without a
-	// signal (an error ended leading) the grace period starts now.
-	grace := ctrl.grace
-	if ctx.Err() == nil {
-		var cancel context.CancelFunc
-		grace, cancel = context.WithTimeout(context.Background(), c.ShutdownTimeout)
-		defer cancel()
-	}
-	ctrl.health.ready.Store(false)
-	webhookSrv.shutdown(grace)
-	if cerr := ctrl.emitter.Close(grace); cerr != nil {
-		log.Warn("CDEvents not all delivered", zap.Error(cerr))
-	}
-	metricsSrv.shutdown(grace)
-	healthSrv.shutdown(grace)
+	ctrl.stopServers(ctx, srv)
 	if err != nil {
 		log.Error("stopped on error", zap.Error(err))
 		return err
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// watchRepositories registers the GitRepository informer's transform and
+// handler; the informer starts with the others.
+func (ctrl *controller) watchRepositories() (cache.SharedIndexInformer, error) {
+	informer := ctrl.informers.ForResource(v1alpha1.GitRepositoryResource).Informer()
+	if err := informer.SetTransform(slimRepository); err != nil {
+		return nil, fmt.Errorf("watch GitRepositories: %w", err)
+	}
+	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
+		return nil, fmt.Errorf("watch GitRepositories: %w", err)
+	}
+	return informer, nil
+}
+
+// processServers are the process's HTTP listeners.
+type processServers struct{ webhook, metrics, health *server }
+
+// listen binds the webhook, metrics and health addresses now, so a port
+// clash is reported before anything runs.
+func (ctrl *controller) listen() (processServers, error) {
+	c := ctrl.cfg
+	webhookSecret, err := readSecretFile(c.WebhookSecretFile)
+	if err != nil {
+		return processServers{}, err
+	}
+	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
+	hook := webhook.NewHandler(webhook.Config{
+		Secret: webhookSecret, AllowInsecure: c.WebhookInsecure, MaxBodyBytes: c.WebhookMaxBodyBytes,
+		Metrics: ctrl.registry, Logger: ctrl.log,
+	}, ctrl.repos, ctrl.secrets, &ctrl.sink)
+	var srv processServers
+	if srv.webhook, err = listen("webhook", c.WebhookAddr, hook); err != nil {
+		return srv, err
+	}
+	if srv.metrics, err = listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, ctrl.view, c.Profiling)); err != nil {
+		return srv, err
+	}
+	srv.health, err = listen("health", c.HealthAddr, ctrl.health.handler())
+	return srv, err
+}
+
+// stopServers runs once the actors have stopped (lead returned). Without a
+// signal (an error ended leading) the grace period starts now.
+func (ctrl *controller) stopServers(ctx context.Context, srv processServers) {
+	grace := ctrl.grace
+	if ctx.Err() == nil {
+		var cancel context.CancelFunc
+		grace, cancel = context.WithTimeout(context.Background(), ctrl.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	ctrl.health.ready.Store(false)
+	srv.webhook.shutdown(grace)
+	if err := ctrl.emitter.Close(grace); err != nil {
+		ctrl.log.Warn("CDEvents not all delivered", zap.Error(err))
+	}
+	srv.metrics.shutdown(grace)
+	srv.health.shutdown(grace)
 }
 
 // graceContext returns a context that ends grace after ctx ends.
@@ -297,6 +322,9 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		return err
 	}
 	ctrl.sink.set(sys)
+	// Without leader election, ready means webhooks reach the actors
+	// directly, not through the requestedAt handoff meant for standbys.
+	ctrl.health.ready.Store(!ctrl.stopping())
 	ctrl.view.set(sys)
 	defer ctrl.view.set(nil)
 	<-ctx.Done()
