@@ -62,6 +62,10 @@ type Result struct {
 	Commit       string
 	Unchanged    bool     // the remote head is the commit already checked out: no pack was fetched
 	ChangedPaths []string // paths changed since the previously checked-out commit, nil when unknown
+	// DroppedLinks are the symbolic links under Path (repository-root
+	// relative) that lead outside the checkout and were therefore removed
+	// from it: the caller reports them, as nothing reads through them.
+	DroppedLinks []string
 	Dir          string   // absolute manifest directory inside the checkout
 	Root         string   // absolute root of the checkout: nothing outside it may be read
 }
@@ -127,7 +131,8 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		return Result{Commit: prev.String(), Unchanged: true, ChangedPaths: []string{}, Dir: manifests, Root: co.tree}, nil
+		return Result{Commit: prev.String(), Unchanged: true, ChangedPaths: []string{}, Dir: manifests, Root: co.tree,
+			DroppedLinks: co.droppedLinks(req.Path)}, nil
 	}
 
 	got := want
@@ -149,7 +154,8 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Commit: got.String(), ChangedPaths: co.changedPaths(prev, got), Dir: manifests, Root: co.tree}, nil
+	return Result{Commit: got.String(), ChangedPaths: co.changedPaths(prev, got), Dir: manifests, Root: co.tree,
+		DroppedLinks: co.droppedLinks(req.Path)}, nil
 }
 
 // Remove deletes the checkout of a deleted GitRepository.

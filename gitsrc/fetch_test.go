@@ -284,6 +284,18 @@ func TestSymlinksAndPathEscapes(t *testing.T) {
 	res := mustFetch(t, f, req)
 	// The link into the repository stays; the ones leading out are gone.
 	assertTree(t, res.Dir, map[string]string{"a.yaml": "a: 1\n", "alias.yaml": "a: 1\n"})
+	// They are named, so that the sync can say why, on a quiet poll too.
+	want := []string{"deploy/etc", "deploy/up"}
+	if !reflect.DeepEqual(res.DroppedLinks, want) {
+		t.Fatalf("DroppedLinks = %v, want %v", res.DroppedLinks, want)
+	}
+	if res = mustFetch(t, f, req); !res.Unchanged || !reflect.DeepEqual(res.DroppedLinks, want) {
+		t.Fatalf("quiet poll: unchanged %v, DroppedLinks %v, want %v", res.Unchanged, res.DroppedLinks, want)
+	}
+	req.Path = ""
+	if res = mustFetch(t, f, req); !reflect.DeepEqual(res.DroppedLinks, want) {
+		t.Fatalf("whole repository: DroppedLinks %v, want %v", res.DroppedLinks, want)
+	}
 
 	req.Path = "deploy/etc"
 	fetchErr(t, f, req, `spec.path "deploy/etc" goes through symlink "deploy/etc"`, "not followed")

@@ -36,6 +36,26 @@ func (c *checkout) removeEscapingSymlinks() error {
 	return nil
 }
 
+// droppedLinks lists the symlinks under path that removeEscapingSymlinks
+// deleted: those git records but the work tree no longer holds.
+func (c *checkout) droppedLinks(path string) []string {
+	idx, err := c.repo.Storer.Index()
+	if err != nil {
+		return nil
+	}
+	prefix := filepath.ToSlash(filepath.Clean(path)) + "/"
+	var out []string
+	for _, e := range idx.Entries {
+		if e.Mode != filemode.Symlink || (path != "" && !strings.HasPrefix(e.Name, prefix)) {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(c.tree, filepath.FromSlash(e.Name))); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}
+
 // manifestDir resolves spec.path (already known to be local) inside the
 // work tree of commit.
 func (c *checkout) manifestDir(path string, commit plumbing.Hash) (string, error) {

@@ -167,6 +167,11 @@ func announce(ctx context.Context, s *syncState) *Outcome {
 // change what is sent), never for a manual request.
 func load(_ context.Context, s *syncState) *Outcome {
 	s.objs, s.parseErrs = s.parse()
+	// A link out of the checkout was removed, so a manifest may be missing:
+	// said like a file that does not parse, which also holds back pruning.
+	for _, link := range s.fetch.DroppedLinks {
+		s.parseErrs = append(s.parseErrs, fmt.Errorf("%s: symbolic link points outside the repository checkout; it was not followed: replace it with the file itself", link))
+	}
 	if s.mem.Commit != "" && s.mem.Generation == s.repo.Generation && !s.manual() {
 		s.hashes = s.mem.Hashes
 	}

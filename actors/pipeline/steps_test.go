@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -30,13 +31,14 @@ import (
 type fakeSource struct {
 	commit, checkedOut string
 	err                error
+	dropped            []string // symlinks gitsrc removed
 }
 
 func (f *fakeSource) Fetch(context.Context, gitsrc.Request) (gitsrc.Result, error) {
 	if f.err != nil {
 		return gitsrc.Result{}, f.err
 	}
-	res := gitsrc.Result{Commit: f.commit, Unchanged: f.commit == f.checkedOut, Dir: "/co", Root: "/co"}
+	res := gitsrc.Result{Commit: f.commit, Unchanged: f.commit == f.checkedOut, Dir: "/co", Root: "/co", DroppedLinks: f.dropped}
 	f.checkedOut = f.commit
 	return res, nil
 }
@@ -47,11 +49,13 @@ type fakeApplier struct {
 	drift      k8s.DriftResult
 	applies    int
 	lastHashes map[string]string
+	lastPrune  bool // !SkipPrune of the last Apply
 }
 
 func (f *fakeApplier) Apply(_ context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
 	f.applies++
 	f.lastHashes = opts.Hashes
+	f.lastPrune = !opts.SkipPrune
 	return f.res, f.err
 }
 
@@ -319,5 +323,25 @@ func TestAPIUnreachable(t *testing.T) {
 		if got := apiUnreachable(tt.err); got != tt.want {
 			t.Errorf("%s: apiUnreachable = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestDroppedSymlinksAreNamed: a link out of the checkout, which gitsrc
+// removed, is reported like a file that does not parse: named in the
+// status, the rest applied, nothing pruned (the link may have been a
+// manifest), no retry until git changes.
+func TestDroppedSymlinksAreNamed(t *testing.T) {
+	r := newRig()
+	r.source.dropped = []string{"deploy/secret.yaml"}
+	_, err := r.sync(t, actors.TriggerPoll, actors.Memory{})
+	if !errors.Is(err, actors.ErrStalled) {
+		t.Fatalf("error %v, want stalled", err)
+	}
+	msg := r.status.server.Message
+	if !strings.Contains(msg, "deploy/secret.yaml: symbolic link points outside the repository checkout") {
+		t.Fatalf("status message %q does not name the link", msg)
+	}
+	if r.applier.applies != 1 || r.applier.lastPrune {
+		t.Fatalf("applies %d, prune %v; want the rest applied without pruning", r.applier.applies, r.applier.lastPrune)
 	}
 }
