@@ -154,7 +154,12 @@ func TestHostileRepositories(t *testing.T) {
 		repo.Symlink(filepath.Join(outside, "outside.yaml"), "leak.yaml")
 		repo.Symlink(outside, "leakdir")
 		commit := repo.CommitStrings("links", map[string]string{"in.yaml": configMapYAML("inside", ns, "ok")})
-		r.hostile(t, repo, "links", commit, v1alpha1.PhaseSynced, nil, 60*time.Second)
+		// Both links are named in the status (issue 23): the rest applies.
+		links := r.hostile(t, repo, "links", commit, v1alpha1.PhaseFailed, nil, 60*time.Second)
+		mustContain(t, "status message", links.Status.Message, "symbolic link points outside the repository checkout", "leak")
+		if !strings.Contains(links.Status.Message, "1 more problem") {
+			t.Errorf("status message %q should count the second link", links.Status.Message)
+		}
 		got := r.hostile(t, repo, "links-dir", "", v1alpha1.PhaseFailed, map[string]any{"path": "leakdir"}, 60*time.Second)
 		mustContain(t, "status message", got.Status.Message, `"leakdir"`, "outside the repository")
 		if v, _ := configMapValue(ns, "inside"); v != "ok" {
