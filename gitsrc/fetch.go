@@ -66,8 +66,8 @@ type Result struct {
 	// relative) that lead outside the checkout and were therefore removed
 	// from it: the caller reports them, as nothing reads through them.
 	DroppedLinks []string
-	Dir          string   // absolute manifest directory inside the checkout
-	Root         string   // absolute root of the checkout: nothing outside it may be read
+	Dir          string // absolute manifest directory inside the checkout
+	Root         string // absolute root of the checkout: nothing outside it may be read
 }
 
 // Fetcher keeps the checkouts under one cache directory. It holds no
