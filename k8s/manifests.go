@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/false-systems/alumiini/k8s/sops"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -38,17 +39,27 @@ func LoadManifests(dir string) ([]*unstructured.Unstructured, []error) {
 // elsewhere in the checkout, but never outside it), and file names in
 // errors are relative to root.
 func LoadManifestsIn(root, dir string) ([]*unstructured.Unstructured, []error) {
+	return LoadManifestsDecrypting(root, dir, nil)
+}
+
+// LoadManifestsDecrypting is LoadManifestsIn that decrypts SOPS-encrypted
+// files in memory with dec before parsing them. A file dec cannot decrypt
+// fails alone; with a nil dec every SOPS file is refused with a message
+// saying how to set spec.decryption.
+func LoadManifestsDecrypting(root, dir string, dec *sops.Decryptor) ([]*unstructured.Unstructured, []error) {
 	l, err := newLoader(root, dir)
 	if err != nil {
 		return nil, []error{err}
 	}
+	l.dec = dec
 	l.walk(l.dir)
 	return l.objs, l.errs
 }
 
 // loader collects the objects and errors of one LoadManifestsIn call.
 type loader struct {
-	root, dir string // absolute, symlinks resolved
+	root, dir string          // absolute, symlinks resolved
+	dec       *sops.Decryptor // nil: SOPS files are refused
 	objs      []*unstructured.Unstructured
 	errs      []error
 }
@@ -160,7 +171,12 @@ func (l *loader) readFile(path string) {
 		l.fail(path, err)
 		return
 	}
-	if strings.EqualFold(filepath.Ext(path), ".json") {
+	isJSON := strings.EqualFold(filepath.Ext(path), ".json")
+	if data, err = l.decrypt(data, isJSON); err != nil {
+		l.fail(path, err)
+		return
+	}
+	if isJSON {
 		l.decodeJSON(l.rel(path)+": document 1", data)
 		return
 	}
@@ -185,6 +201,22 @@ func (l *loader) readFile(path string) {
 		}
 		l.decodeJSON(fmt.Sprintf("%s: document %d", l.rel(path), i), j)
 	}
+}
+
+// decrypt returns data itself unless it is a SOPS document, which it
+// decrypts in memory. Errors never carry decrypted values.
+func (l *loader) decrypt(data []byte, isJSON bool) ([]byte, error) {
+	if !sops.IsEncrypted(data) {
+		return data, nil
+	}
+	if l.dec == nil {
+		return nil, errors.New("encrypted with SOPS but spec.decryption is not set; add spec.decryption {provider: sops, secretRef: {name: <Secret with .agekey or .asc keys>}}")
+	}
+	plain, err := l.dec.Decrypt(data, isJSON)
+	if err != nil {
+		return nil, fmt.Errorf("SOPS decryption failed: %w", err)
+	}
+	return plain, nil
 }
 
 // decodeJSON adds the object in one document; where names it in errors.

@@ -25,8 +25,8 @@ func driftEnabled(_ context.Context, s *syncState) *Outcome {
 	return nil
 }
 
-func driftLoad(_ context.Context, s *syncState) *Outcome {
-	s.objs, s.parseErrs = s.parse()
+func driftLoad(ctx context.Context, s *syncState) *Outcome {
+	s.objs, s.parseErrs = s.parse(ctx)
 	if len(s.parseErrs) > 0 {
 		// The last sync failed on them and said so.
 		return &Outcome{Kind: DriftSkipped, Message: "drift check skipped: the manifests do not parse"}

@@ -17,6 +17,7 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/gitsrc"
 	"github.com/false-systems/alumiini/k8s"
+	"github.com/false-systems/alumiini/k8s/sops"
 )
 
 // pending says Pending on a repository that has no status yet.
@@ -165,8 +166,8 @@ func announce(ctx context.Context, s *syncState) *Outcome {
 // load parses the checkout and chooses the hashes of the last apply that
 // this one may trust: those of the same generation (a spec change may
 // change what is sent), never for a manual request.
-func load(_ context.Context, s *syncState) *Outcome {
-	s.objs, s.parseErrs = s.parse()
+func load(ctx context.Context, s *syncState) *Outcome {
+	s.objs, s.parseErrs = s.parse(ctx)
 	// A link out of the checkout was removed, so a manifest may be missing:
 	// said like a file that does not parse, which also holds back pruning.
 	for _, link := range s.fetch.DroppedLinks {
@@ -178,11 +179,36 @@ func load(_ context.Context, s *syncState) *Outcome {
 	return nil
 }
 
-func (s *syncState) parse() ([]*unstructured.Unstructured, []error) {
+func (s *syncState) parse(ctx context.Context) ([]*unstructured.Unstructured, []error) {
 	if s.p.Load != nil {
 		return s.p.Load(s.fetch.Root, s.fetch.Dir)
 	}
-	return k8s.LoadManifestsIn(s.fetch.Root, s.fetch.Dir)
+	dec, err := s.decryptor(ctx)
+	if err != nil {
+		return nil, []error{err}
+	}
+	return k8s.LoadManifestsDecrypting(s.fetch.Root, s.fetch.Dir, dec)
+}
+
+// decryptor builds the SOPS keys of spec.decryption from its Secret, or
+// returns nil when decryption is not set.
+func (s *syncState) decryptor(ctx context.Context) (*sops.Decryptor, error) {
+	d := s.repo.Spec.Decryption
+	if d == nil {
+		return nil, nil
+	}
+	if d.SecretRef == nil || d.SecretRef.Name == "" {
+		return nil, errors.New("spec.decryption.secretRef.name is not set; name a Secret with .agekey or .asc keys")
+	}
+	data, err := s.p.Secrets.Data(ctx, s.repo.Namespace, d.SecretRef.Name)
+	if err != nil {
+		return nil, fmt.Errorf("spec.decryption.secretRef: %w", err)
+	}
+	dec, err := sops.New(data)
+	if err != nil {
+		return nil, fmt.Errorf("spec.decryption.secretRef %s: %w", d.SecretRef.Name, err)
+	}
+	return dec, nil
 }
 
 // apply sends what changed and prunes what left git (never after a parse

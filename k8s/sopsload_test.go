@@ -1,0 +1,63 @@
+package k8s
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/false-systems/alumiini/k8s/sops"
+	"github.com/false-systems/alumiini/k8s/sops/sopstest"
+)
+
+func TestLoadManifestsDecrypting(t *testing.T) {
+	k, err := sopstest.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2-plaintext\n"
+	enc, err := k.Encrypt([]byte(plain), false, "^(data|stringData)$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a-secret.yaml", enc)
+	write("b-tampered.yaml", bytes.Replace(enc, []byte("name: db"), []byte("name: dx"), 1))
+	write("c-config.yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n"))
+
+	dec, err := sops.New(map[string][]byte{"key.agekey": k.AgeFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, errs := LoadManifestsDecrypting(dir, dir, dec)
+	if len(objs) != 2 || objs[0].GetName() != "db" || objs[1].GetName() != "plain" {
+		t.Fatalf("objects = %v", objs)
+	}
+	if v, _, _ := unstructured.NestedString(objs[0].Object, "stringData", "password"); v != "hunter2-plaintext" {
+		t.Fatalf("password = %q", v)
+	}
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "b-tampered.yaml: ") || !strings.Contains(errs[0].Error(), "MAC mismatch") {
+		t.Fatalf("errors = %v", errs)
+	}
+	objs, errs = LoadManifestsIn(dir, dir)
+	if len(objs) != 1 || len(errs) != 2 {
+		t.Fatalf("without a decryptor: objects %v, errors %v", objs, errs)
+	}
+	want := "a-secret.yaml: encrypted with SOPS but spec.decryption is not set; add spec.decryption {provider: sops, secretRef: {name: <Secret with .agekey or .asc keys>}}"
+	if errs[0].Error() != want {
+		t.Fatalf("error = %q, want %q", errs[0], want)
+	}
+	for _, e := range errs {
+		if strings.Contains(e.Error(), "hunter2") {
+			t.Fatalf("error leaks the plaintext: %v", e)
+		}
+	}
+}
