@@ -72,6 +72,11 @@ func New(data map[string][]byte) (*Decryptor, error) {
 // IsEncrypted reports whether a YAML or JSON document carries SOPS
 // metadata: a top-level sops mapping with a mac.
 func IsEncrypted(data []byte) bool {
+	// Most manifests are plain: skip the YAML decode when the words that
+	// a SOPS document must hold are absent.
+	if !bytes.Contains(data, []byte("sops")) || !bytes.Contains(data, []byte("mac")) {
+		return false
+	}
 	var doc struct {
 		Sops *struct {
 			MAC string `json:"mac"`
