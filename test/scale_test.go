@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/benchchart"
@@ -222,13 +223,11 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 		name := fmt.Sprintf("cm-%02d", i%20)
 		body := strings.Replace(files[name+".yaml"], "metadata:\n", "metadata:\n  namespace: "+target+"\n", 1)
 		_, err := env.Kube.CoreV1().ConfigMaps(target).Patch(context.Background(), name, types.ApplyYAMLPatchType,
-			[]byte(body), metav1.PatchOptions{FieldManager: "bench", Force: ptrTo(true)})
+			[]byte(body), metav1.PatchOptions{FieldManager: "bench", Force: ptr.To(true)})
 		return err
 	})
 	return time.Since(start).Seconds()
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // steady waits cfg.steady, by default one reconcileInterval, so that every
 // repository has had its first drift check (they are spread over the

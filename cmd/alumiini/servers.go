@@ -105,7 +105,7 @@ func metricsHandler(reg *prometheus.Registry, view *actorView, profiling bool) h
 type actorView struct {
 	mu       sync.RWMutex
 	sys      *actors.System
-	restarts map[string]int // per repository, since this process started
+	restarts map[string]int // per live repository actor: forgotten when it stops for good
 }
 
 func newActorView() *actorView { return &actorView{restarts: map[string]int{}} }
@@ -119,6 +119,14 @@ func (v *actorView) set(sys *actors.System) {
 func (v *actorView) restarted(key string) {
 	v.mu.Lock()
 	v.restarts[key]++
+	v.mu.Unlock()
+}
+
+// stopped forgets a repository whose actor stopped for good (deleted, or
+// this replica stopped leading), so that the map holds live actors only.
+func (v *actorView) stopped(key string) {
+	v.mu.Lock()
+	delete(v.restarts, key)
 	v.mu.Unlock()
 }
 

@@ -46,3 +46,17 @@ func TestProfilingOnlyWhenAskedFor(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartCountsFollowLiveActors: a deleted repository's restart count
+// is forgotten, so the view's memory follows the live actors, not every
+// repository ever seen.
+func TestRestartCountsFollowLiveActors(t *testing.T) {
+	v := newActorView()
+	v.restarted("ns/a")
+	v.restarted("ns/a")
+	v.restarted("ns/b")
+	v.stopped("ns/a")
+	if got := v.restarts; len(got) != 1 || got["ns/b"] != 1 {
+		t.Fatalf("restart counts after ns/a stopped: %v, want only ns/b: 1", got)
+	}
+}

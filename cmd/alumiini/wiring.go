@@ -48,7 +48,10 @@ func (h metricsHooks) ActorRestarted(key string) {
 	h.m.ActorRestarted()
 	h.view.restarted(key)
 }
-func (h metricsHooks) ActorStopped(string) { h.m.ActorStopped() }
+func (h metricsHooks) ActorStopped(key string) {
+	h.m.ActorStopped()
+	h.view.stopped(key)
+}
 
 // eventRecorder emits Kubernetes Events on GitRepositories.
 type eventRecorder struct{ rec record.EventRecorder }
