@@ -119,8 +119,8 @@ func TestRecoveryAfterAnAPIServerOutageTakesSeconds(t *testing.T) {
 		t.Fatalf("webhook reply %d %s, want 202", code, body)
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if n := strings.Count(ctrl.Logs(), "sync failed; retrying"); n < 4 {
-			return fmt.Errorf("%d failed syncs during the outage so far, want 4 (backoff 8 s or more)", n)
+		if n := ctrl.metricValue(t, "alumiini_syncs_total", `result="failure"`); n < 4 {
+			return fmt.Errorf("%.0f failed syncs during the outage so far, want 4 (backoff 8 s or more)", n)
 		}
 		return nil
 	})
