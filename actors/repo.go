@@ -51,6 +51,7 @@ var (
 // job is the sync in flight.
 type job struct {
 	req     SyncRequest
+	ticket  *ticket // its place in the queue for a sync slot
 	cancel  context.CancelFunc
 	waiters []chan<- error // SyncNow callers answered when it ends
 }
@@ -209,6 +210,10 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 		a.launch(ctx, req)
 		return
 	}
+	if laneOf(req.Trigger) == laneUrgent {
+		// A timer sync still queued for a slot now carries someone's wait.
+		a.sys.slots.promote(a.running.ticket)
+	}
 	if a.next != nil {
 		req = a.next.merge(req)
 	}
@@ -219,7 +224,8 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 	parent, cancel := context.WithCancel(a.sys.syncCtx)
 	timeout := a.repo.Spec.SyncTimeout()
-	j := &job{req: req, cancel: cancel, waiters: a.waiters}
+	// Queue on the mailbox, so that a later trigger can promote the ticket.
+	j := &job{req: req, ticket: a.sys.slots.enqueue(laneOf(req.Trigger)), cancel: cancel, waiters: a.waiters}
 	a.running, a.waiters = j, nil
 	a.stats.LastTrigger = req.Trigger
 
@@ -236,10 +242,10 @@ func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 			root.Send(self, done)
 		}()
 		// The timeout bounds the sync itself, not its wait for a slot.
-		if done.err = a.sys.acquire(parent); done.err != nil {
+		if done.err = a.sys.slots.wait(parent, j.ticket); done.err != nil {
 			return
 		}
-		defer a.sys.release()
+		defer a.sys.slots.release()
 		syncCtx, cancelTimeout := context.WithTimeout(parent, timeout)
 		defer cancelTimeout()
 		done.mem, done.err = syncer.Sync(syncCtx, repo, req, mem)

@@ -185,7 +185,7 @@ type System struct {
 	syncCtx     context.Context // parent of every sync's context
 	cancelSyncs context.CancelFunc
 	syncs       sync.WaitGroup
-	slots       chan struct{} // nil: unbounded
+	slots       *scheduler    // the --max-concurrent-syncs slots, in two lanes
 	stopping    chan struct{} // closed when Shutdown starts: queued syncs give up
 	apiWaiting  atomic.Int64  // repositories whose last sync could not reach the API server
 
@@ -213,9 +213,7 @@ func NewSystem(cfg Config) *System {
 	s := &System{cfg: cfg, log: cfg.Logger, pids: map[string]*actor.PID{}}
 	s.syncCtx, s.cancelSyncs = context.WithCancel(context.Background())
 	s.stopping = make(chan struct{})
-	if cfg.MaxConcurrentSyncs > 0 {
-		s.slots = make(chan struct{}, cfg.MaxConcurrentSyncs)
-	}
+	s.slots = newScheduler(cfg.MaxConcurrentSyncs, maxUrgentRun, s.stopping)
 	protoLog := slog.New(newZapHandler(cfg.Logger.Named("protoactor")))
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s.root = s.actors.Root
@@ -360,44 +358,6 @@ func (s *System) register(key string, pid *actor.PID) {
 // errStopping is the error of a sync that never started because the system
 // was shutting down.
 var errStopping = errors.New("not started: shutting down")
-
-// acquire waits for a sync slot; release gives it back. Once Shutdown has
-// begun, no queued sync starts.
-func (s *System) acquire(ctx context.Context) error {
-	if s.slots == nil {
-		select {
-		case <-s.stopping:
-			return errStopping
-		default:
-			return ctx.Err()
-		}
-	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.stopping:
-		return errStopping
-	}
-	// select picks at random among ready cases: check again.
-	select {
-	case <-s.stopping:
-		<-s.slots
-		return errStopping
-	default:
-	}
-	if err := ctx.Err(); err != nil {
-		<-s.slots
-		return err
-	}
-	return nil
-}
-
-func (s *System) release() {
-	if s.slots != nil {
-		<-s.slots
-	}
-}
 
 // WatchAPI probes the API server every period while some repository's last
 // sync failed because the API server was unreachable, until ctx ends or
