@@ -1,8 +1,11 @@
 package actors
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +27,9 @@ type (
 		pid *actor.PID
 		sup actor.Supervisor
 	}
+	// crashSupervisor makes the supervisor panic when the System's
+	// crashOnRequest is set: tests use it to prove the guardian.
+	crashSupervisor struct{}
 )
 
 // child is the supervisor's record of one repository actor.
@@ -61,6 +67,10 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.restart(m)
 	case *cleaned:
 		s.cleaned(ctx, m.key)
+	case *crashSupervisor:
+		if s.sys.crashOnRequest {
+			panic("crash requested by a test")
+		}
 	case *actor.Terminated:
 		s.terminated(ctx, m.Who)
 	case *actor.Stopping:
@@ -182,6 +192,47 @@ func (s *supervisor) cleaned(ctx actor.Context, key string) {
 // keyOf turns a child's PID ("<supervisor>/<namespace>/<name>") into its key.
 func (s *supervisor) keyOf(pid *actor.PID) string {
 	return strings.TrimPrefix(pid.Id, s.self.Id+"/")
+}
+
+// fatalGuardian supervises the actors spawned at the root: the supervisor,
+// the watcher and the cache actor. None of them can be restarted in place
+// without losing what only they hold (the supervisor's children, the
+// watcher's informer registration, the cache's entries) and the informer
+// never replays its objects (resync 0), so a panic in one is fatal: the
+// System's Fatal callback runs, once.
+type fatalGuardian struct {
+	sys  *System
+	once sync.Once
+}
+
+func (g *fatalGuardian) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *actor.PID, _ *actor.RestartStatistics, reason, message any) {
+	err := fmt.Errorf("actor %s panicked while handling %T: %v; it holds state no restart recovers, so ALUMIINI exits for Kubernetes to restart it", who.Id, message, reason)
+	g.once.Do(func() { g.sys.cfg.Fatal(err) })
+	// Reached only when Fatal returns (tests): stop the broken actor.
+	sup.StopChildren(who)
+}
+
+// fatalCleanup bounds how long exitOnFatal waits for cancelled syncs.
+const fatalCleanup = 5 * time.Second
+
+// exitOnFatal is the default Fatal: log, cancel running syncs and give them
+// fatalCleanup to return (their applies stop at an object boundary; the
+// inventory in the status keeps pruning right), then exit non-zero.
+func (s *System) exitOnFatal(err error) {
+	s.log.Error("the actor tree cannot recover; exiting", zap.Error(err))
+	s.cancelSyncs()
+	done := make(chan struct{})
+	go func() {
+		s.syncs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(fatalCleanup):
+		s.log.Error("exiting with syncs still running", zap.Duration("waited", fatalCleanup))
+	}
+	_ = s.log.Sync()
+	os.Exit(1)
 }
 
 func stopTimer(t *time.Timer) {

@@ -146,6 +146,14 @@ type Config struct {
 	// their first syncs queue here instead of all hitting git and the API
 	// server at once.
 	MaxConcurrentSyncs int
+	// Fatal is called once when a singleton of the tree (the supervisor,
+	// the watcher, or an actor spawned through Root such as the cache
+	// actor) panics. Restarting one of them in place loses state nothing
+	// rebuilds (the supervisor's children), so the process should exit
+	// non-zero and let Kubernetes restart it: the startup sync converges
+	// again. nil logs the error, cancels running syncs, waits for them at
+	// most fatalCleanup, and exits with status 1.
+	Fatal func(error)
 }
 
 // State is what a repository actor is doing.
@@ -193,6 +201,9 @@ type System struct {
 	pids   map[string]*actor.PID // live repository actors, kept by the supervisor
 	watch  *watch
 	closed bool
+
+	// crashOnRequest lets tests make the supervisor panic (crashSupervisor).
+	crashOnRequest bool
 }
 
 // NewSystem starts the actor system and the supervisor.
@@ -216,8 +227,18 @@ func NewSystem(cfg Config) *System {
 	s.slots = newScheduler(cfg.MaxConcurrentSyncs, maxUrgentRun, s.stopping)
 	protoLog := slog.New(newZapHandler(cfg.Logger.Named("protoactor")))
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
-	s.root = s.actors.Root
-	s.supervisor = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &supervisor{sys: s, children: map[string]*child{}} }))
+	if cfg.Fatal == nil {
+		s.cfg.Fatal = s.exitOnFatal
+	}
+	// Every actor spawned at the root is a singleton: its guardian turns a
+	// panic into a call of Fatal instead of protoactor's default restart.
+	s.root = s.actors.Root.Copy().WithGuardian(&fatalGuardian{sys: s})
+	props := actor.PropsFromProducer(func() actor.Actor { return &supervisor{sys: s, children: map[string]*child{}} })
+	pid, err := s.root.SpawnNamed(props, "supervisor")
+	if err != nil {
+		panic(fmt.Sprintf("actors: spawn the supervisor in a new actor system: %v", err))
+	}
+	s.supervisor = pid
 	return s
 }
 

@@ -91,7 +91,10 @@ func (s *System) startWatch(w *watch) error {
 	if s.closed || s.watch != nil {
 		return errors.New("watch GitRepositories: this System already watches, or is shut down")
 	}
-	pid := s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &watcher{sys: s} }))
+	pid, err := s.root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{sys: s} }), "watcher")
+	if err != nil {
+		return fmt.Errorf("watch GitRepositories: spawn the watcher: %w", err)
+	}
 	send := func(obj any, deleted bool) { s.root.Send(pid, &watchEvent{obj: obj, deleted: deleted}) }
 	reg, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { send(obj, false) },
