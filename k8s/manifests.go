@@ -51,6 +51,7 @@ type loader struct {
 	root, dir string // absolute, symlinks resolved
 	objs      []*unstructured.Unstructured
 	errs      []error
+	reads     map[string]bool // files read, when recording (inputs.go)
 }
 
 func newLoader(root, dir string) (*loader, error) {
@@ -155,6 +156,7 @@ func (l *loader) readFile(path string) {
 		l.fail(path, fmt.Errorf("file is %d bytes, more than the %d a manifest file may have; split it", info.Size(), maxManifestBytes))
 		return
 	}
+	l.noteRead(path)
 	data, err := os.ReadFile(real)
 	if err != nil {
 		l.fail(path, err)
