@@ -66,6 +66,9 @@ type Request struct {
 	// or after it answer this request (see source.go); zero asks for a new
 	// listing.
 	RefsNotBefore time.Time
+	// Expect is the commit the caller was told the ref points at (a
+	// webhook's): a reused listing that shows another is listed again.
+	Expect string
 }
 
 // Result is what a Fetch checked out.

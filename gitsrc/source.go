@@ -147,6 +147,24 @@ func (src *source) refs(ctx context.Context, s *session, notBefore time.Time) ([
 	return l.refs, l.err
 }
 
+// resolve finds the commit of req.Ref in a listing fresh enough for req.
+func (src *source) resolve(ctx context.Context, s *session, req Request) (plumbing.Hash, error) {
+	now := time.Now()
+	refs, err := src.refs(ctx, s, req.RefsNotBefore)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	want, err := resolveRef(refs, req.Ref, s.r.display)
+	if req.Expect != "" && want.String() != req.Expect {
+		// The listing may predate the push the caller heard of.
+		if refs, err = src.refs(ctx, s, now); err != nil {
+			return plumbing.ZeroHash, err
+		}
+		want, err = resolveRef(refs, req.Ref, s.r.display)
+	}
+	return want, err
+}
+
 // failed reports whether the listing finished with an error: never reuse it.
 func (l *listing) failed() bool {
 	select {
@@ -258,11 +276,8 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 	src := f.acquire(req.Key, s.r, req.Auth)
 	want := plumbing.NewHash(req.Ref.Commit)
 	if req.Ref.Commit == "" {
-		refs, err := src.refs(ctx, s, req.RefsNotBefore)
-		if err != nil {
-			return Result{}, err
-		}
-		if want, err = resolveRef(refs, req.Ref, s.r.display); err != nil {
+		var err error
+		if want, err = src.resolve(ctx, s, req); err != nil {
 			return Result{}, err
 		}
 	}

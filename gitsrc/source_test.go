@@ -24,7 +24,7 @@ func (c counts) since(before counts) counts {
 
 // fetchAll fetches every key of a monorepo concurrently, all allowing a
 // listing started at notBefore, and returns the results by key.
-func fetchAll(t *testing.T, f *Fetcher, url string, keys []string, notBefore time.Time) map[string]Result {
+func fetchAll(t *testing.T, f *Fetcher, url string, keys []string, notBefore time.Time, expect string) map[string]Result {
 	t.Helper()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -36,7 +36,7 @@ func fetchAll(t *testing.T, f *Fetcher, url string, keys []string, notBefore tim
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			res, err := f.Fetch(ctx, Request{Key: key, URL: url, Ref: Ref{Branch: "main"},
-				Path: fmt.Sprintf("apps/%d", i%2), RefsNotBefore: notBefore})
+				Path: fmt.Sprintf("apps/%d", i%2), RefsNotBefore: notBefore, Expect: expect})
 			if err != nil {
 				t.Errorf("fetch %s: %v", key, err)
 			}
@@ -65,7 +65,7 @@ func TestOneListingAndOneFetchPerSource(t *testing.T) {
 	// A fetch costs the listing of the ref and the listing + pack of the
 	// fetch itself: once for all twenty keys.
 	before := snapshot(srv)
-	results := fetchAll(t, f, repo.URL(), keys, time.Now())
+	results := fetchAll(t, f, repo.URL(), keys, time.Now(), "")
 	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
 		t.Fatalf("first fetch of 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
 	}
@@ -100,7 +100,7 @@ func TestOneListingAndOneFetchPerSource(t *testing.T) {
 
 	second := repo.CommitStrings("second", map[string]string{"apps/1/b.yaml": "b: 2\n"})
 	before = snapshot(srv)
-	results = fetchAll(t, f, repo.URL(), keys, time.Now())
+	results = fetchAll(t, f, repo.URL(), keys, time.Now(), "")
 	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
 		t.Fatalf("a new commit for 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
 	}
@@ -108,6 +108,20 @@ func TestOneListingAndOneFetchPerSource(t *testing.T) {
 		res := results[key]
 		if res.Commit != second || res.Previous != first || !reflect.DeepEqual(res.ChangedPaths, []string{"apps/1/b.yaml"}) {
 			t.Fatalf("%s after a push: %+v, want %s changing apps/1/b.yaml since %s", key, res, second, first)
+		}
+	}
+
+	// A webhook for all twenty: the listing of the last interval predates
+	// the push, so it is listed again, once.
+	third := repo.CommitStrings("third", map[string]string{"apps/0/a.yaml": "a: 3\n"})
+	before = snapshot(srv)
+	results = fetchAll(t, f, repo.URL(), keys, time.Now().Add(-time.Hour), third)
+	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
+		t.Fatalf("a webhook for 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
+	}
+	for _, key := range keys {
+		if res := results[key]; res.Commit != third {
+			t.Fatalf("%s after a webhook: commit %s, want %s", key, res.Commit, third)
 		}
 	}
 }
