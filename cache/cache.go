@@ -27,11 +27,6 @@ type Entry struct {
 	Manifests   []*unstructured.Unstructured
 	ParseErrors []error           // manifests at Commit that did not parse
 	Hashes      map[string]string // resource identity → content hash
-	// Inputs are the files outside Path the build at Commit read (a
-	// kustomize base, a symbolic link's target), repository-relative: with
-	// Path, what a new commit must change to change the manifests. Nil when
-	// unknown.
-	Inputs []string
 	// Status is the GitRepository status as this controller last wrote it:
 	// newer than the informer's copy until the write comes back through the
 	// watch, so a poll right after a sync does not redo it.
