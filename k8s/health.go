@@ -57,20 +57,22 @@ func HealthMessage(unhealthy []Unhealthy) string {
 }
 
 // WaitHealthy waits until the applied objects are all Current per kstatus,
-// or until ctx ends, and returns those that are not (nil when all are). Objects
-// are read through client, which may impersonate the repository's service
-// account, and mapped through a.mapper.
-func (a *Applier) WaitHealthy(ctx context.Context, client dynamic.Interface, refs []v1alpha1.ObjectRef) []Unhealthy {
+// or until ctx ends, and returns those that are not (nil when all are).
+// Objects are read through client (nil: the Applier's own; pass one that
+// impersonates the repository's service account) and mapped through the
+// Applier's REST mapper. waiting, when not nil, hears once what the first
+// look found unhealthy, so the caller can say what it waits for.
+func (a *Applier) WaitHealthy(ctx context.Context, client dynamic.Interface, refs []v1alpha1.ObjectRef, waiting func([]Unhealthy)) []Unhealthy {
 	if client == nil {
 		client = a.client
 	}
-	return WaitHealthy(ctx, client, a.mapper, refs)
+	return WaitHealthy(ctx, client, a.mapper, refs, waiting)
 }
 
 // WaitHealthy is Applier.WaitHealthy for any client and mapper. An object
 // once Current is not read again; the others are read on a backing-off
 // schedule until they are or ctx ends.
-func WaitHealthy(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper, refs []v1alpha1.ObjectRef) []Unhealthy {
+func WaitHealthy(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper, refs []v1alpha1.ObjectRef, waiting func([]Unhealthy)) []Unhealthy {
 	pending := append([]v1alpha1.ObjectRef(nil), refs...)
 	last := map[string]Unhealthy{} // what the previous round saw, kept when ctx cuts a read short
 	delay := healthFirstPoll
@@ -89,6 +91,10 @@ func WaitHealthy(ctx context.Context, client dynamic.Interface, mapper meta.REST
 		}
 		if len(left) == 0 {
 			return nil
+		}
+		if waiting != nil {
+			waiting(left)
+			waiting = nil
 		}
 		timer := time.NewTimer(delay)
 		select {

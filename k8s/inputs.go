@@ -9,11 +9,12 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// LoadManifestsReading is LoadManifestsIn that also returns the files the
-// build read or looked for, relative to root and slash-separated, sorted:
-// what, besides the files under dir, a commit must change to change the
-// objects (a kustomize base elsewhere in the repository, a symbolic link's
-// target). Both the path as named and its target are listed.
+// LoadManifestsReading is LoadManifestsIn that also returns the files
+// outside dir that the build read or looked for, relative to root,
+// slash-separated and sorted (never nil): what, besides the files under
+// dir, a commit must change to change the objects (a kustomize base
+// elsewhere in the repository, a symbolic link's target). Both the path as
+// named and its target are listed.
 func LoadManifestsReading(root, dir string) ([]*unstructured.Unstructured, []error, []string) {
 	l, err := newLoader(root, dir)
 	if err != nil {
@@ -21,9 +22,12 @@ func LoadManifestsReading(root, dir string) ([]*unstructured.Unstructured, []err
 	}
 	l.reads = map[string]bool{}
 	l.walk(l.dir)
-	read := make([]string, 0, len(l.reads))
+	inside := filepath.ToSlash(relTo(l.root, l.dir))
+	read := []string{}
 	for p := range l.reads {
-		read = append(read, p)
+		if inside != "." && !under(p, inside) {
+			read = append(read, p)
+		}
 	}
 	slices.Sort(read)
 	return l.objs, l.errs, read

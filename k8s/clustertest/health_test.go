@@ -40,12 +40,16 @@ spec:
 	wait, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	bad := a.WaitHealthy(wait, nil, res.Inventory)
+	var first []k8s.Unhealthy
+	bad := a.WaitHealthy(wait, nil, res.Inventory, func(u []k8s.Unhealthy) { first = append(first, u...) })
 	if took := time.Since(start); took < time.Second || took > 10*time.Second {
 		t.Errorf("WaitHealthy returned after %v, want it to wait until the 1.5s deadline", took)
 	}
 	if len(bad) != 1 || bad[0].Ref.Kind != "Deployment" || bad[0].Ref.Name != "web" || bad[0].Status != "InProgress" {
 		t.Fatalf("unhealthy = %+v, want only Deployment web, InProgress", bad)
+	}
+	if len(first) != 1 || first[0].Ref.Name != "web" {
+		t.Fatalf("waiting heard %+v, want the Deployment once", first)
 	}
 	msg := k8s.HealthMessage(bad)
 	if !strings.Contains(msg, "Deployment "+ns+"/web is InProgress") {
@@ -103,14 +107,14 @@ spec:
 	setReady("False")
 	short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	if bad := a.WaitHealthy(short, nil, res.Inventory); len(bad) != 1 || bad[0].Ref.Kind != "Gizmo" || !strings.Contains(bad[0].Message, "gizmo is False") {
+	if bad := a.WaitHealthy(short, nil, res.Inventory, nil); len(bad) != 1 || bad[0].Ref.Kind != "Gizmo" || !strings.Contains(bad[0].Message, "gizmo is False") {
 		t.Fatalf("with Ready=False: unhealthy = %+v, want the Gizmo with its condition's message", bad)
 	}
 
 	done := make(chan []k8s.Unhealthy, 1)
 	long, cancelLong := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelLong()
-	go func() { done <- a.WaitHealthy(long, nil, res.Inventory) }()
+	go func() { done <- a.WaitHealthy(long, nil, res.Inventory, nil) }()
 	setReady("True")
 	select {
 	case bad := <-done:
