@@ -21,12 +21,19 @@ GEN_OUT ?=
 FUZZTIME ?= 30s
 TEST_FLAGS ?= -count=1 -timeout=30m
 
-.PHONY: all build test race unit controlplane fuzz bench generate lint run deploy kind-up clean
+PREFIX ?= $(shell go env GOPATH)
+
+.PHONY: all build install-cli test race unit controlplane fuzz bench generate lint run deploy kind-up clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/alumiini
+
+# install-cli: the kubectl plugin into $(PREFIX)/bin (on PATH, kubectl
+# finds it: `kubectl alumiini ...`).
+install-cli:
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(PREFIX)/bin/kubectl-alumiini ./cmd/kubectl-alumiini
 
 controlplane:
 	@test/controlplane/build.sh >/dev/null
@@ -58,10 +65,14 @@ fuzz:
 	done
 
 # bench: the targets of design.md §6. Latency benchmarks run five times
-# (compare medians); the memory one, which syncs 1,000 repositories, once.
+# (compare medians); the scale harness (test/scale_test.go) once, up to
+# BENCH_SCALE repositories, writing results.json and charts to BENCH_OUT.
+BENCH_SCALE ?= 1000
+BENCH_OUT ?= $(CURDIR)/docs/bench
 bench: controlplane
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -run '^$$' -bench 'GitHubPush|WebhookToApplied' -benchmem -count=5 ./webhook/ ./test/
-	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -run '^$$' -bench IdleMemory -benchtime 1x -timeout 60m ./test/
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" BENCH_SCALE=$(BENCH_SCALE) ALUMIINI_BENCH_OUT=$(BENCH_OUT) \
+		go test -run '^$$' -bench Scale -benchtime 1x -timeout 3h ./test/
 
 generate:
 	$(CONTROLLER_GEN) object:headerFile=crd/boilerplate.go.txt \

@@ -34,14 +34,14 @@ type recorder struct {
 	calls []call
 }
 
-func (r *recorder) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error {
+func (r *recorder) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest, mem Memory) (Memory, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, call{key: repo.Key(), req: req, at: time.Now()})
 	r.mu.Unlock()
 	if r.fn != nil {
-		return r.fn(ctx, repo, req)
+		return mem, r.fn(ctx, repo, req)
 	}
-	return nil
+	return mem, nil
 }
 
 func (r *recorder) all() []call {

@@ -23,9 +23,12 @@ type (
 	stop      struct{} // the repository was deleted
 	tick      struct{ trigger Trigger }
 	retryTick struct{}
+	// apiBack says the API server answers again (System.WatchAPI).
+	apiBack struct{}
 	// syncDone reports the end of a sync from its goroutine.
 	syncDone struct {
-		run       *syncRun
+		job       *job
+		mem       Memory
 		err       error
 		recovered any // the Syncer panicked with this
 		stack     []byte
@@ -37,14 +40,16 @@ type (
 func (*tick) IgnoreDeadLetterLogging()      {}
 func (*retryTick) IgnoreDeadLetterLogging() {}
 func (*syncDone) IgnoreDeadLetterLogging()  {}
+func (*apiBack) IgnoreDeadLetterLogging()   {}
+func (*cleaned) IgnoreDeadLetterLogging()   {}
 
 var (
 	errSuspended = errors.New("repository is suspended")
 	errStopped   = errors.New("repository actor stopped")
 )
 
-// syncRun is the sync in flight.
-type syncRun struct {
+// job is the sync in flight.
+type job struct {
 	req     SyncRequest
 	cancel  context.CancelFunc
 	waiters []chan<- error // SyncNow callers answered when it ends
@@ -58,7 +63,9 @@ type repoActor struct {
 	self *actor.PID
 	repo *v1alpha1.GitRepository
 
-	running         *syncRun
+	running         *job
+	memory          Memory         // handed to each sync, taken back from its report
+	apiWait         bool           // the last sync failed on an unreachable API server
 	next            *SyncRequest   // coalesced follow-up
 	waiters         []chan<- error // SyncNow callers waiting for the next sync to start
 	failed          *SyncRequest   // retried when retryTimer fires
@@ -67,6 +74,7 @@ type repoActor struct {
 	removing        bool
 
 	poll, drift, retryTimer *time.Timer
+	pollDue, driftDue       time.Time // reported by status: timers do not expose their deadline
 	stats                   RepoStatus
 }
 
@@ -84,6 +92,11 @@ func (a *repoActor) Receive(ctx actor.Context) {
 		if a.failed != nil {
 			a.trigger(ctx, *a.failed)
 		}
+	case *apiBack:
+		if a.apiWait && a.failed != nil && a.running == nil {
+			stopTimer(a.retryTimer)
+			a.trigger(ctx, *a.failed)
+		}
 	case *syncNow:
 		a.syncNow(ctx, m.reply)
 	case *getStatus:
@@ -98,9 +111,11 @@ func (a *repoActor) Receive(ctx actor.Context) {
 			a.running.cancel()
 		}
 		a.halt(errStopped)
+		a.setAPIWait(false)
 	case *actor.Stopping:
 		// Shutdown lets a running sync finish; System.Shutdown waits for it.
 		a.halt(errStopped)
+		a.setAPIWait(false)
 	}
 }
 
@@ -191,7 +206,7 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 		return
 	}
 	if a.running == nil {
-		a.run(ctx, req)
+		a.launch(ctx, req)
 		return
 	}
 	if a.next != nil {
@@ -200,19 +215,20 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 	a.next = &req
 }
 
-func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
+// launch starts a sync in its own goroutine, handing it the Memory.
+func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 	parent, cancel := context.WithCancel(a.sys.syncCtx)
 	timeout := a.repo.Spec.SyncTimeout()
-	run := &syncRun{req: req, cancel: cancel, waiters: a.waiters}
-	a.running, a.waiters = run, nil
+	j := &job{req: req, cancel: cancel, waiters: a.waiters}
+	a.running, a.waiters = j, nil
 	a.stats.LastTrigger = req.Trigger
 
-	repo, syncer, root, self := a.repo.DeepCopy(), a.sys.cfg.Syncer, ctx.ActorSystem().Root, ctx.Self()
+	repo, mem, syncer, root, self := a.repo.DeepCopy(), a.memory, a.sys.cfg.Syncer, ctx.ActorSystem().Root, ctx.Self()
 	a.sys.syncs.Add(1)
 	go func() {
 		defer a.sys.syncs.Done()
 		defer cancel()
-		done := &syncDone{run: run}
+		done := &syncDone{job: j, mem: mem}
 		defer func() {
 			if r := recover(); r != nil {
 				done.recovered, done.stack = r, debug.Stack()
@@ -226,37 +242,45 @@ func (a *repoActor) run(ctx actor.Context, req SyncRequest) {
 		defer a.sys.release()
 		syncCtx, cancelTimeout := context.WithTimeout(parent, timeout)
 		defer cancelTimeout()
-		done.err = syncer.Sync(syncCtx, repo, req)
+		done.mem, done.err = syncer.Sync(syncCtx, repo, req, mem)
 	}()
 }
 
 func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
-	if d.run != a.running {
+	if d.job != a.running {
 		return // from the incarnation before a restart
 	}
 	a.running = nil
-	req := d.run.req
+	req := d.job.req
 	if d.recovered != nil {
 		err := fmt.Errorf("sync of %s panicked: %v", a.key, d.recovered)
-		a.answer(d.run.waiters, err)
+		a.answer(d.job.waiters, err)
 		a.halt(err)
 		a.sys.log.Error("sync panicked", zap.String("repository", a.key), zap.ByteString("stack", d.stack))
 		panic(err) // crash this actor alone; the supervisor restarts it
 	}
+	a.memory = d.mem
 	a.stats.Syncs++
 	a.stats.LastError = d.err
-	a.answer(d.run.waiters, d.err)
+	a.answer(d.job.waiters, d.err)
 
 	if a.removing {
+		a.setAPIWait(false)
 		ctx.Stop(ctx.Self())
 		return
 	}
-	if d.err != nil {
-		a.retryLater(req, d.err)
-	} else {
+	a.setAPIWait(errors.Is(d.err, ErrAPIUnreachable))
+	switch {
+	case d.err == nil:
 		a.retries.reset()
-		stopTimer(a.retryTimer)
-		a.failed = nil
+		a.stopRetry()
+	case errors.Is(d.err, ErrStalled):
+		// Retrying cannot help until git, the spec or a person acts.
+		a.stopRetry()
+		a.sys.log.Warn("sync stalled; waiting for a new commit, a spec change or a manual request",
+			zap.String("repository", a.key), zap.Error(d.err))
+	default:
+		a.retryLater(req, d.err)
 	}
 	if a.next != nil {
 		next := *a.next
@@ -273,6 +297,25 @@ func (a *repoActor) retryLater(req SyncRequest, err error) {
 	a.failed = &req
 	stopTimer(a.retryTimer)
 	a.retryTimer = a.after(delay, &retryTick{})
+}
+
+func (a *repoActor) stopRetry() {
+	stopTimer(a.retryTimer)
+	a.failed = nil
+}
+
+// setAPIWait keeps the System's count of repositories waiting for the API
+// server in step with this actor's flag.
+func (a *repoActor) setAPIWait(wait bool) {
+	if wait == a.apiWait {
+		return
+	}
+	a.apiWait = wait
+	if wait {
+		a.sys.apiWaiting.Add(1)
+	} else {
+		a.sys.apiWaiting.Add(-1)
+	}
 }
 
 // remove stops the actor once no sync runs; the supervisor then calls
@@ -313,13 +356,16 @@ func (a *repoActor) armTimers() {
 }
 
 func (a *repoActor) armPoll() {
-	a.poll = a.after(jitter(a.repo.Spec.PollInterval()), &tick{trigger: TriggerPoll})
+	d := jitter(a.repo.Spec.PollInterval())
+	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), time.Now().Add(d)
 }
 
 // armDrift skips the drift timer of a repository whose drift mode is Ignore.
 func (a *repoActor) armDrift() {
+	a.driftDue = time.Time{}
 	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
-		a.drift = a.after(jitter(a.repo.Spec.DriftInterval()), &tick{trigger: TriggerReconcile})
+		d := jitter(a.repo.Spec.DriftInterval())
+		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), time.Now().Add(d)
 	}
 }
 
@@ -327,6 +373,7 @@ func (a *repoActor) stopTimers() {
 	stopTimer(a.poll)
 	stopTimer(a.drift)
 	stopTimer(a.retryTimer)
+	a.pollDue, a.driftDue = time.Time{}, time.Time{}
 }
 
 // after sends msg to the actor after d, without a goroutine while waiting.
@@ -339,6 +386,7 @@ func (a *repoActor) status() RepoStatus {
 	st := a.stats
 	st.Key, st.Pending = a.key, a.next != nil
 	st.Generation, st.ResourceVersion = a.repo.Generation, a.repo.ResourceVersion
+	st.NextPoll, st.NextDrift = a.pollDue, a.driftDue
 	switch {
 	case a.running != nil:
 		st.State = StateSyncing

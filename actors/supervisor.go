@@ -16,6 +16,8 @@ import (
 type (
 	upsert struct{ repo *v1alpha1.GitRepository }
 	remove struct{ key string }
+	// cleaned says that OnRemove has returned for a removed repository.
+	cleaned struct{ key string }
 	// restart ends a crashed child's backoff delay.
 	restart struct {
 		key string
@@ -57,6 +59,8 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.remove(ctx, m.key)
 	case *restart:
 		s.restart(m)
+	case *cleaned:
+		s.cleaned(ctx, m.key)
 	case *actor.Terminated:
 		s.terminated(ctx, m.Who)
 	case *actor.Stopping:
@@ -148,13 +152,28 @@ func (s *supervisor) terminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	stopTimer(c.restartTimer)
-	delete(s.children, key)
 	s.sys.register(key, nil)
 	s.sys.cfg.Hooks.ActorStopped(key)
 	if !c.removing {
+		delete(s.children, key)
 		return
 	}
-	s.sys.cfg.OnRemove(key)
+	// OnRemove (evict the cache, delete the checkout) runs off this mailbox;
+	// the child's record stays until it returns, so that an upsert in the
+	// meantime waits as a recreate instead of racing the cleanup.
+	root, self := s.sys.root, s.self
+	go func() {
+		s.sys.cfg.OnRemove(key)
+		root.Send(self, &cleaned{key: key})
+	}()
+}
+
+func (s *supervisor) cleaned(ctx actor.Context, key string) {
+	c := s.children[key]
+	if c == nil || !c.removing {
+		return
+	}
+	delete(s.children, key)
 	if c.recreate != nil && !s.stopping {
 		s.spawn(ctx, c.recreate)
 	}

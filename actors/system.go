@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -75,11 +76,43 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 	return r
 }
 
-// Syncer runs one sync of one repository. An error is a failed sync, retried
-// on the backoff schedule; a panic crashes the repository's actor.
+// Syncer runs one sync of one repository. It gets the Memory the previous
+// sync handed back and returns the Memory for the next one (also when it
+// fails). An error is a failed sync, retried on the backoff schedule unless
+// it wraps ErrStalled; a panic crashes the repository's actor.
 type Syncer interface {
-	Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest) error
+	Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest, mem Memory) (Memory, error)
 }
+
+// Memory is what one sync of a repository hands to the next. The repository
+// actor owns it: it travels to the sync with the request and comes back in
+// the sync's report, so no other place keeps a copy in step. A restarted
+// actor starts with an empty Memory (the sync then reads what it needs
+// from the API server and the cache actor).
+type Memory struct {
+	// Status is the status this controller last wrote (or read); nil means
+	// unknown: read it from the API server before trusting it. Treat it as
+	// read-only: a sync replaces it, never changes it in place.
+	Status *v1alpha1.GitRepositoryStatus
+	// Commit, Generation and Hashes say what the cluster holds: the content
+	// hash of every object applied from Commit under spec Generation.
+	Commit     string
+	Generation int64
+	Hashes     map[string]string
+	// RunID is the CDEvents pipelineRun id of an apply that started and has
+	// not finished yet.
+	RunID string
+}
+
+// ErrStalled marks a failed sync that retrying cannot fix (manifests that do
+// not parse at this commit): no retry is scheduled, and the next sync comes
+// from the poll timer, a spec change, a webhook or a manual request.
+var ErrStalled = errors.New("stalled")
+
+// ErrAPIUnreachable marks a failed sync that could not reach the
+// Kubernetes API server. Besides the backoff retry, such repositories are
+// woken as soon as the API server answers again (System.WatchAPI).
+var ErrAPIUnreachable = errors.New("kubernetes API server unreachable")
 
 // Hooks observes the actor tree, for metrics. Calls come from many
 // goroutines and must not block.
@@ -101,9 +134,11 @@ type Config struct {
 	Syncer  Syncer
 	Logger  *zap.Logger // nil logs nothing
 	Backoff Backoff     // restart and retry schedule; zero value is 1s..60s
-	// OnRemove is called, on the supervisor's goroutine, once a deleted
-	// repository's actor has stopped and its last sync has returned: the
-	// place to evict caches and remove checkouts. Keep it quick.
+	// OnRemove is called, on a goroutine of its own (never blocking the
+	// supervisor's mailbox), once a deleted repository's actor has stopped
+	// and its last sync has returned: the place to evict caches and remove
+	// checkouts. A repository created again under the same key starts only
+	// after OnRemove has returned.
 	OnRemove func(key string)
 	Hooks    Hooks // nil observes nothing
 	// MaxConcurrentSyncs bounds the syncs running at once across all
@@ -131,8 +166,10 @@ type RepoStatus struct {
 	Generation      int64  // spec generation the actor holds
 	ResourceVersion string // of the object the actor holds
 	LastTrigger     Trigger
-	LastError       error // of the last finished sync
-	Syncs           int   // finished syncs
+	LastError       error     // of the last finished sync
+	Syncs           int       // finished syncs
+	NextPoll        time.Time // when the poll timer fires; zero when not armed
+	NextDrift       time.Time // when the drift-check timer fires; zero when not armed
 }
 
 // ErrNotFound means no actor runs for the repository.
@@ -150,6 +187,7 @@ type System struct {
 	syncs       sync.WaitGroup
 	slots       chan struct{} // nil: unbounded
 	stopping    chan struct{} // closed when Shutdown starts: queued syncs give up
+	apiWaiting  atomic.Int64  // repositories whose last sync could not reach the API server
 
 	mu     sync.RWMutex
 	pids   map[string]*actor.PID // live repository actors, kept by the supervisor
@@ -358,5 +396,59 @@ func (s *System) acquire(ctx context.Context) error {
 func (s *System) release() {
 	if s.slots != nil {
 		<-s.slots
+	}
+}
+
+// WatchAPI probes the API server every period while some repository's last
+// sync failed because the API server was unreachable, until ctx ends or
+// Shutdown starts. When a probe succeeds after that, it wakes those
+// repositories, spread over spread so that they do not all call at once:
+// recovery after an outage then takes seconds, not the retry backoff that
+// the outage built up. probe is for example a GET of /readyz.
+func (s *System) WatchAPI(ctx context.Context, probe func(context.Context) error, period, spread time.Duration) {
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		woken := false // since the API server last failed a probe
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.stopping:
+				return
+			case <-t.C:
+			}
+			if s.apiWaiting.Load() == 0 {
+				woken = false
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, period)
+			err := probe(pctx)
+			cancel()
+			switch {
+			case err != nil:
+				woken = false
+			case !woken:
+				woken = true
+				s.wakeAPIWaiters(spread)
+			}
+		}
+	}()
+}
+
+// wakeAPIWaiters tells every repository actor that the API server answers
+// again; only those whose last sync failed on it retry at once.
+func (s *System) wakeAPIWaiters(spread time.Duration) {
+	s.mu.RLock()
+	pids := make([]*actor.PID, 0, len(s.pids))
+	for _, pid := range s.pids {
+		pids = append(pids, pid)
+	}
+	s.mu.RUnlock()
+	s.log.Info("the API server answers again: waking repositories that failed to reach it",
+		zap.Int64("waiting", s.apiWaiting.Load()))
+	for i, pid := range pids {
+		delay := spread * time.Duration(i) / time.Duration(len(pids))
+		time.AfterFunc(delay, func() { s.root.Send(pid, &apiBack{}) })
 	}
 }

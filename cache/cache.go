@@ -1,8 +1,11 @@
-// Package cache keeps, per GitRepository, what the last sync learned: the
-// commit, the parsed manifests and a content hash per resource, so that a
-// sync of an unchanged commit can skip parsing and re-sending unchanged
-// objects. The state lives in one actor; callers use the typed Client and
-// never see actor PIDs.
+// Package cache keeps, per GitRepository, what the cluster holds: the
+// commit, the spec generation and a content hash per resource applied from
+// it (what the seed kept in ETS). Each repository actor carries the same in
+// its own Memory; this is the copy that survives an actor's restart, so
+// that a restarted actor does not re-send unchanged objects. No parsed
+// objects are kept: a sync parses the checkout on disk when it needs them.
+// The state lives in one actor; callers use the typed Client and never see
+// actor PIDs.
 package cache
 
 import (
@@ -12,25 +15,16 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
 
 // Entry is what the cache holds for one repository. Entries are shared,
 // not copied: treat them as read-only once Put, and after Get.
 type Entry struct {
-	UID         types.UID // of the GitRepository the entry describes
-	Commit      string
-	Path        string // directory of the checkout the manifests were parsed from
-	Manifests   []*unstructured.Unstructured
-	ParseErrors []error           // manifests at Commit that did not parse
-	Hashes      map[string]string // resource identity → content hash
-	// Status is the GitRepository status as this controller last wrote it:
-	// newer than the informer's copy until the write comes back through the
-	// watch, so a poll right after a sync does not redo it.
-	Status *v1alpha1.GitRepositoryStatus
+	UID        types.UID // of the GitRepository the entry describes
+	Commit     string
+	Generation int64             // spec generation the objects were applied under
+	Hashes     map[string]string // resource identity → content hash
 }
 
 // DefaultTimeout bounds a request when the caller's context has no earlier

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func startCache(t *testing.T) *Client {
@@ -22,10 +21,7 @@ func startCache(t *testing.T) *Client {
 func TestPutGetEvict(t *testing.T) {
 	c := startCache(t)
 	ctx := context.Background()
-	cm := &unstructured.Unstructured{}
-	cm.SetKind("ConfigMap")
-	cm.SetName("settings")
-	entry := Entry{Commit: "abc123", Manifests: []*unstructured.Unstructured{cm}, Hashes: map[string]string{"/v1/ConfigMap/ns/settings": "h1"}}
+	entry := Entry{Commit: "abc123", Generation: 3, Hashes: map[string]string{"/v1/ConfigMap/ns/settings": "h1"}}
 
 	if _, ok, err := c.Get(ctx, "ns/app"); err != nil || ok {
 		t.Fatalf("Get before Put: ok=%v err=%v, want a miss", ok, err)
@@ -40,7 +36,7 @@ func TestPutGetEvict(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Get after Put: ok=%v err=%v", ok, err)
 	}
-	if got.Commit != "abc123" || len(got.Manifests) != 1 || got.Manifests[0].GetName() != "settings" || got.Hashes["/v1/ConfigMap/ns/settings"] != "h1" {
+	if got.Commit != "abc123" || got.Generation != 3 || got.Hashes["/v1/ConfigMap/ns/settings"] != "h1" {
 		t.Fatalf("Get = %+v, want what was Put", got)
 	}
 	if err := c.Evict(ctx, "ns/app"); err != nil {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
@@ -49,6 +50,11 @@ type Options struct {
 	Inventory       []v1alpha1.ObjectRef // previous inventory (from status)
 	Hashes          map[string]string    // previous content hashes, keyed by ObjectKey(ref)
 	RolloutRef      string               // spec.rolloutRef.name: the KULTA Rollout that takes the Deployment
+	// ServiceAccount is spec.serviceAccountName: a ServiceAccount in
+	// Owner.Namespace impersonated for every apply, dry-run, prune and read
+	// of applied objects. Empty: the Applier's default (WithDefaultServiceAccount),
+	// else the controller's own rights.
+	ServiceAccount string
 }
 
 // ObjectError is one object the API server (or ALUMIINI) refused.
@@ -78,17 +84,36 @@ type Result struct {
 // and keeps no per-repository state: the REST mapper and clients are
 // shared by every sync.
 type Applier struct {
-	client dynamic.Interface
+	client dynamic.Interface // reads and writes applied objects: the controller's, or a tenant's (see as)
+	ctrl   dynamic.Interface // the controller's own, for GitRepositories
+	user   string            // the impersonated user of client, "" for the controller itself
 	mapper *restmapper.DeferredDiscoveryRESTMapper
+
+	tenants               *tenantClients
+	defaultServiceAccount string
+}
+
+// ApplierOption configures NewApplier.
+type ApplierOption func(*Applier)
+
+// WithDefaultServiceAccount makes GitRepositories that name no
+// ServiceAccount act as ServiceAccount name of their own namespace
+// (lockdown mode, --default-service-account). docs/tenancy.md.
+func WithDefaultServiceAccount(name string) ApplierOption {
+	return func(a *Applier) { a.defaultServiceAccount = name }
 }
 
 // NewApplier returns an Applier for the cluster of cfg. When cfg sets no
 // client-side rate limit, a generous one (200 QPS, burst 400) replaces
-// client-go's default of 5, which would throttle thousands of repositories.
-func NewApplier(cfg *rest.Config) (*Applier, error) {
+// client-go's default of 5, which would throttle thousands of repositories;
+// the clients impersonating tenants share it.
+func NewApplier(cfg *rest.Config, options ...ApplierOption) (*Applier, error) {
 	cfg = rest.CopyConfig(cfg)
 	if cfg.QPS == 0 && cfg.RateLimiter == nil {
 		cfg.QPS, cfg.Burst = 200, 400
+	}
+	if cfg.RateLimiter == nil {
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
 	}
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
@@ -103,7 +128,11 @@ func NewApplier(cfg *rest.Config) (*Applier, error) {
 		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	return &Applier{client: client, mapper: mapper}, nil
+	a := &Applier{client: client, ctrl: client, mapper: mapper, tenants: newTenantClients(cfg, maxTenantClients)}
+	for _, o := range options {
+		o(a)
+	}
+	return a, nil
 }
 
 // Apply server-side applies objs, CRDs and Namespaces first, then prunes
@@ -113,8 +142,12 @@ func NewApplier(cfg *rest.Config) (*Applier, error) {
 // Result is usable even then: its inventory still holds every object that
 // may exist.
 func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts Options) (Result, error) {
+	a, err := a.as(opts)
+	if err != nil {
+		return Result{Inventory: opts.Inventory}, err
+	}
 	r := a.newRun(opts, objs)
-	err := r.applyAll(ctx, objs, true)
+	err = r.applyAll(ctx, objs, true)
 	if err == nil {
 		err = r.prune(ctx)
 	}
@@ -167,7 +200,7 @@ func (r *run) applyAll(ctx context.Context, objs []*unstructured.Unstructured, u
 	objs = sortObjects(objs)
 	var crds []*unstructured.Unstructured
 	i := 0
-	for ; i < len(objs) && kindRank(refOf(objs[i])) <= 1; i++ {
+	for ; i < len(objs) && servedFirst(refOf(objs[i])); i++ {
 		sent, err := r.applyOne(ctx, objs[i], useHashes)
 		if err != nil {
 			return err
@@ -246,6 +279,7 @@ func (r *run) fail(ctx context.Context, ref v1alpha1.ObjectRef, obj *unstructure
 	if fatal(ctx, err) {
 		return fmt.Errorf("%s: %w", describe(ref), err)
 	}
+	err = r.a.explain(err)
 	if isSecret(ref) && obj != nil {
 		err = errors.New(scrub(err.Error(), obj))
 	}
@@ -364,7 +398,7 @@ func (a *Applier) claimable(ctx context.Context, m *meta.RESTMapping, obj *unstr
 	}
 	// An owner that no longer exists (deleting a GitRepository prunes
 	// nothing) leaves its objects free to take over.
-	_, err = a.client.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	_, err = a.ctrl.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -387,7 +421,7 @@ func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstruc
 	if !force {
 		return fmt.Errorf("%w (an immutable field changed: set spec.force to true to let ALUMIINI delete and recreate the object)", err)
 	}
-	if err := a.remove(ctx, m, obj); err != nil {
+	if err := a.deleteAndWait(ctx, m, obj); err != nil {
 		return fmt.Errorf("recreate after an immutable field change: %w", err)
 	}
 	_, err = a.ssa(ctx, m, obj, false)
@@ -402,8 +436,8 @@ func isImmutable(err error) bool {
 		(strings.Contains(msg, "immutable") || strings.Contains(msg, "updates to statefulset spec for fields other than"))
 }
 
-// remove deletes obj and waits until it is gone.
-func (a *Applier) remove(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
+// deleteAndWait deletes obj and waits until it is gone.
+func (a *Applier) deleteAndWait(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
 	res := a.resource(m, obj.GetNamespace())
 	background := metav1.DeletePropagationBackground
 	err := res.Delete(ctx, obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})

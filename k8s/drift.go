@@ -34,6 +34,10 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 	if mode == v1alpha1.DriftIgnore {
 		return out, nil
 	}
+	a, err := a.as(opts)
+	if err != nil {
+		return out, err
+	}
 	r := a.newRun(opts, objs)
 	var fix []*unstructured.Unstructured
 	for _, obj := range sortObjects(objs) {
@@ -61,7 +65,7 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 		return out, nil
 	}
 	fr := a.newRun(opts, fix)
-	err := fr.applyAll(ctx, fix, false)
+	err = fr.applyAll(ctx, fix, false)
 	fixed := fr.result()
 	out.Corrected = fixed.Applied
 	for _, h := range fixed.HandedOver {
@@ -82,6 +86,10 @@ type Diff struct {
 // DryRun computes what Apply would do, without changing the cluster: one
 // Diff per object in git, then one per object that would be pruned.
 func (a *Applier) DryRun(ctx context.Context, objs []*unstructured.Unstructured, opts Options) ([]Diff, error) {
+	a, err := a.as(opts)
+	if err != nil {
+		return nil, err
+	}
 	r := a.newRun(opts, objs)
 	provided := providedBy(objs)
 	var diffs []Diff
@@ -117,7 +125,7 @@ func (a *Applier) DryRun(ctx context.Context, objs []*unstructured.Unstructured,
 		case err != nil && fatal(ctx, err):
 			return diffs, err
 		case err != nil:
-			diffs = append(diffs, Diff{Ref: ref, Action: "prune", Err: err})
+			diffs = append(diffs, Diff{Ref: ref, Action: "prune", Err: a.explain(err)})
 		case live != nil:
 			diffs = append(diffs, Diff{Ref: ref, Action: "prune", Diff: diff(ref, live, nil)})
 		}
@@ -173,7 +181,7 @@ func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyI
 }
 
 func (r *run) objectError(st state) ObjectError {
-	err := st.err
+	err := r.a.explain(st.err)
 	if isSecret(st.ref) {
 		err = errors.New(scrub(err.Error(), st.obj))
 	}

@@ -178,6 +178,10 @@ func (l *loader) readFile(path string) {
 		}
 		j, err := yaml.YAMLToJSON(doc)
 		if err != nil {
+			if perr := positionedYAMLError(l.rel(path), data, i); perr != nil {
+				l.errs = append(l.errs, perr)
+				continue
+			}
 			l.errs = append(l.errs, fmt.Errorf("%s: document %d: invalid YAML: %w", l.rel(path), i, err))
 			continue
 		}

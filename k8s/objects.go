@@ -47,37 +47,68 @@ func isNamespace(ref v1alpha1.ObjectRef) bool { return ref.Group == "" && ref.Ki
 
 func isSecret(ref v1alpha1.ObjectRef) bool { return ref.Group == "" && ref.Kind == "Secret" }
 
-// kindRank orders kinds so that what others depend on comes first: CRDs and
-// Namespaces, then policy and identity, configuration, storage, networking,
-// workloads, and admission webhooks last (their backing Service must exist
-// before they can admit anything). Custom resources come after workloads,
-// as their controllers are often deployed by the same repository.
-func kindRank(ref v1alpha1.ObjectRef) int {
-	switch {
-	case isCRD(ref):
-		return 0
-	case isNamespace(ref):
-		return 1
-	}
-	switch ref.Kind {
-	case "ResourceQuota", "LimitRange", "PriorityClass", "NetworkPolicy":
-		return 2
-	case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-		return 3
-	case "Secret", "ConfigMap":
-		return 4
-	case "StorageClass", "PersistentVolume", "PersistentVolumeClaim":
-		return 5
-	case "Service", "IngressClass":
-		return 6
-	case "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob":
-		return 7
-	case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
-		return 9
-	}
-	return 8
+// stage is one step of the apply order: the kinds applied together.
+type stage struct {
+	name  string
+	kinds []groupKind
+	// first: the API server must serve these (CRDs established) before any
+	// later stage is applied.
+	first bool
+	rest  bool // every kind no stage names
 }
+
+// groupKind names a kind; group anyGroup matches the kind in every group.
+type groupKind struct{ group, kind string }
+
+const anyGroup = "*"
+
+// applyStages is the apply order: what others depend on comes first. CRDs
+// and Namespaces, then policy and identity, configuration, storage,
+// networking, workloads; custom resources after workloads, as their
+// controllers are often deployed by the same repository; admission
+// webhooks last (their backing Service must exist before they can admit
+// anything). docs/apply.md shows the same table.
+var applyStages = []stage{
+	{name: "definitions", first: true, kinds: []groupKind{{"apiextensions.k8s.io", "CustomResourceDefinition"}}},
+	{name: "namespaces", first: true, kinds: []groupKind{{"", "Namespace"}}},
+	{name: "policy", kinds: anyKinds("ResourceQuota", "LimitRange", "PriorityClass", "NetworkPolicy")},
+	{name: "identity", kinds: anyKinds("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")},
+	{name: "configuration", kinds: anyKinds("Secret", "ConfigMap")},
+	{name: "storage", kinds: anyKinds("StorageClass", "PersistentVolume", "PersistentVolumeClaim")},
+	{name: "networking", kinds: anyKinds("Service", "IngressClass")},
+	{name: "workloads", kinds: anyKinds("Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")},
+	{name: "custom resources and the rest", rest: true},
+	{name: "admission", kinds: anyKinds("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")},
+}
+
+func anyKinds(kinds ...string) []groupKind {
+	out := make([]groupKind, len(kinds))
+	for i, k := range kinds {
+		out[i] = groupKind{anyGroup, k}
+	}
+	return out
+}
+
+// kindRank is the index in applyStages of the stage that applies ref.
+func kindRank(ref v1alpha1.ObjectRef) int {
+	rest := 0
+	for i, st := range applyStages {
+		if st.rest {
+			rest = i
+		}
+		for _, gk := range st.kinds {
+			if gk.kind == ref.Kind && (gk.group == anyGroup || gk.group == ref.Group) {
+				return i
+			}
+		}
+	}
+	return rest
+}
+
+// servedFirst reports whether ref belongs to a stage that must be served
+// before later stages are applied.
+func servedFirst(ref v1alpha1.ObjectRef) bool { return applyStages[kindRank(ref)].first }
 
 // compareRefs is the stable apply order: by rank, then group, kind,
 // namespace and name.

@@ -21,7 +21,8 @@ func NewStatusWriter(client dynamic.Interface) *StatusWriter { return &StatusWri
 
 // Write server-side applies status as the whole status of repo, under our
 // field manager, unless it equals what repo already has: an unchanged sync
-// makes no API request. It returns whether it wrote.
+// makes no API request. It returns whether it wrote, and changes neither
+// argument: the caller keeps the status it wrote.
 func (w *StatusWriter) Write(ctx context.Context, repo *v1alpha1.GitRepository, status v1alpha1.GitRepositoryStatus) (bool, error) {
 	if equality.Semantic.DeepEqual(repo.Status, status) {
 		return false, nil
@@ -41,7 +42,6 @@ func (w *StatusWriter) Write(ctx context.Context, repo *v1alpha1.GitRepository, 
 	if err != nil {
 		return false, fmt.Errorf("write status of GitRepository %s: %w", repo.Key(), err)
 	}
-	repo.Status = status
 	return true, nil
 }
 

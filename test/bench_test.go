@@ -81,48 +81,6 @@ func waitValue(b *testing.B, events <-chan watch.Event, want string) {
 	}
 }
 
-// BenchmarkIdleMemoryPerRepository measures design.md §6's "memory per idle
-// GitRepository": the controller's RSS with 100 and then 1,000 synced, idle
-// repositories (each with its own checkout of a small repository), reported
-// as the slope in KiB per added repository. Set ALUMIINI_BENCH_REPOS to
-// change the larger count (10,000 for the full target; slow).
-func BenchmarkIdleMemoryPerRepository(b *testing.B) {
-	large := 1000
-	if v := os.Getenv("ALUMIINI_BENCH_REPOS"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 100 {
-			large = n
-		}
-	}
-	for i := 0; i < b.N; i++ {
-		ns := env.Namespace(b)
-		git := gitserver.New(b)
-		repo := git.CreateRepo(b, "idle")
-		// One small repository for all; each GitRepository applies its
-		// ConfigMap into a namespace of its own.
-		repo.CommitStrings("first", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: idle\ndata:\n  v: \"1\"\n"})
-		ctrl := startController(b, "--watch-namespace", ns, "--log-level", "warn", "--max-concurrent-syncs", "32")
-		ctrl.waitReady(b)
-		rss := map[int]float64{}
-		created := 0
-		for _, n := range []int{100, large} {
-			for ; created < n; created++ {
-				target := fmt.Sprintf("%s-%05d", ns, created)
-				if _, err := env.Kube.CoreV1().Namespaces().Create(context.Background(),
-					&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: target}}, metav1.CreateOptions{}); err != nil {
-					b.Fatal(err)
-				}
-				createRepo(b, ns, fmt.Sprintf("r%05d", created), map[string]any{
-					"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h", "targetNamespace": target,
-				})
-			}
-			waitAllSynced(b, ns, n)
-			rss[n] = processRSSKiB(b, ctrl.cmd.Process.Pid)
-		}
-		b.ReportMetric((rss[large]-rss[100])/float64(large-100), "KiB/repo")
-		b.ReportMetric(rss[large]/1024, "MiB-rss")
-	}
-}
-
 // waitAllSynced waits until n GitRepositories of ns are Synced.
 func waitAllSynced(b *testing.B, ns string, n int) {
 	b.Helper()

@@ -29,11 +29,40 @@ import (
 // The helpers below run the real alumiini binary as a subprocess against
 // the package's control plane.
 
+// binary is a command of this repository, built once per test run.
+type binary struct {
+	cmd  string // under cmd/
+	once sync.Once
+	path string
+	err  error
+}
+
+// Binaries the end-to-end tests run.
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	controllerBin = &binary{cmd: "alumiini"}
+	pluginBin     = &binary{cmd: "kubectl-alumiini"}
 )
+
+func (b *binary) build(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", b.cmd+"-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, b.cmd)
+		cmd := exec.Command("go", "build", "-o", b.path, "./cmd/"+b.cmd)
+		cmd.Dir = testenv.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build ./cmd/%s: %v\n%s", b.cmd, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 // controllerBinary builds cmd/alumiini once per test run, or returns
 // $ALUMIINI_TEST_BINARY (a binary built with -race, say).
@@ -42,37 +71,7 @@ func controllerBinary(t testing.TB) string {
 	if bin := os.Getenv("ALUMIINI_TEST_BINARY"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "alumiini-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "alumiini")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/alumiini")
-		cmd.Dir = testenv.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/alumiini: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// kubeconfigFile writes a kubeconfig for the control plane, once per test.
-func kubeconfigFile(t testing.TB) string {
-	t.Helper()
-	kc, err := env.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return controllerBin.build(t)
 }
 
 // freeAddr returns a loopback address with a port nobody listens on now.
@@ -98,14 +97,15 @@ type proc struct {
 	logs    bytes.Buffer
 }
 
-// startController runs the binary with its servers on free loopback ports;
+// startController runs the binary with its servers on free loopback ports,
+// as the ServiceAccount of deploy/ with deploy/'s roles (rbac_test.go);
 // extra flags come last and win. The process is stopped with SIGTERM when
 // the test ends, if it is still running.
 func startController(t testing.TB, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
 	args := append([]string{
-		"--kubeconfig", kubeconfigFile(t),
+		"--kubeconfig", shippedIdentity(t, extra),
 		"--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health,
 		"--cache-dir", t.TempDir(), "--log-level", "debug", "--shutdown-timeout", "20s",
 	}, extra...)

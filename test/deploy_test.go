@@ -45,7 +45,7 @@ const (
 
 // renderKustomization builds dir with kustomize as `kubectl apply -k` does,
 // in kubectl's order (namespaces and CRDs first).
-func renderKustomization(t *testing.T, dir string) []*unstructured.Unstructured {
+func renderKustomization(t testing.TB, dir string) []*unstructured.Unstructured {
 	t.Helper()
 	opts := krusty.MakeDefaultOptions()
 	opts.Reorder = krusty.ReorderOptionLegacy
@@ -69,12 +69,12 @@ func renderKustomization(t *testing.T, dir string) []*unstructured.Unstructured 
 	return objs
 }
 
-func renderDeploy(t *testing.T) []*unstructured.Unstructured {
+func renderDeploy(t testing.TB) []*unstructured.Unstructured {
 	return renderKustomization(t, filepath.Join(testenv.RepoRoot(), "deploy"))
 }
 
 // find returns the rendered object of that kind and name, or fails the test.
-func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+func find(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	t.Helper()
 	for _, o := range objs {
 		if o.GetKind() == kind && o.GetName() == name {
@@ -445,6 +445,7 @@ func TestDeployControllerRightsAreEnoughAndNoMore(t *testing.T) {
 		gr("team-a", "create", "", "events"),
 		gr("team-a", "create", "events.k8s.io", "events"),
 		gr("team-a", "get", "", "secrets"),
+		gr("team-a", "impersonate", "", "serviceaccounts"),
 		gr(deployNamespace, "create", "coordination.k8s.io", "leases"),
 		gr(deployNamespace, "update", "coordination.k8s.io", "leases"),
 		{verb: "get", url: "/apis/apps/v1"},

@@ -44,8 +44,11 @@ type Event struct {
 	URL, Commit, Path, Trigger string
 	Applied, Pruned, Failed    int // results: objects applied, pruned, failed
 	Drifted                    int // drift events: objects that differed from git
-	Message                    string
-	Time                       time.Time // zero = now
+	// RunID links a deployment's started event with its finished or failed
+	// one (the pipelineRun id). The caller owns it; empty gets a fresh id.
+	RunID   string
+	Message string
+	Time    time.Time // zero = now
 }
 
 // Config tunes the Emitter. Only Sink is needed; the rest have defaults.
@@ -85,9 +88,6 @@ type Emitter struct {
 	closed bool
 	queue  chan cloudevents.Event
 
-	runMu sync.Mutex
-	runs  map[string]string // GitRepository key -> id of its running pipelineRun
-
 	sent, dropped, failed prometheus.Counter
 }
 
@@ -114,11 +114,11 @@ func New(cfg Config) (*Emitter, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Emitter{cfg: cfg, sink: sink.Redacted(), log: cfg.Logger.Named("cdevents"), client: client, cancel: cancel,
-		done: make(chan struct{}), queue: make(chan cloudevents.Event, cfg.QueueSize), runs: map[string]string{}}
+		done: make(chan struct{}), queue: make(chan cloudevents.Event, cfg.QueueSize)}
 	e.sent = counter(cfg.Metrics, e.log, "alumiini_cdevents_sent_total", "CDEvents accepted by the sink.")
 	e.dropped = counter(cfg.Metrics, e.log, "alumiini_cdevents_dropped_total", "CDEvents dropped unsent because the queue was full or the emitter closed.")
 	e.failed = counter(cfg.Metrics, e.log, "alumiini_cdevents_failed_total", "CDEvents given up on after the last delivery attempt.")
-	go e.run(ctx)
+	go e.deliverAll(ctx)
 	return e, nil
 }
 
@@ -192,7 +192,7 @@ func (e *Emitter) cloudEvent(ev Event) (cloudevents.Event, error) {
 	if when.IsZero() {
 		when = time.Now()
 	}
-	cd, err := build(ev, id, e.cfg.Source, e.runID(ev), when)
+	cd, err := build(ev, id, e.cfg.Source, runID(ev), when)
 	if err != nil {
 		return cloudevents.Event{}, err
 	}
@@ -212,22 +212,14 @@ func (e *Emitter) cloudEvent(ev Event) (cloudevents.Event, error) {
 	return ce, nil
 }
 
-// runID links the started and finished events of one deployment: a
-// start opens a run, its finish or failure closes it. A result with no
-// open run (the controller restarted mid-apply) gets a run of its own.
-func (e *Emitter) runID(ev Event) string {
-	key := ev.Namespace + "/" + ev.Name
-	e.runMu.Lock()
-	defer e.runMu.Unlock()
+// runID is the pipelineRun id of a deployment event: the caller's, which
+// links a started event with its finished or failed one, or a fresh one
+// (a result whose start was not seen, as after a restart mid-apply).
+func runID(ev Event) string {
 	switch ev.Kind {
-	case DeploymentStarted:
-		e.runs[key] = uuid.NewString()
-		return e.runs[key]
-	case DeploymentFinished, DeploymentFailed:
-		id, ok := e.runs[key]
-		delete(e.runs, key)
-		if ok {
-			return id
+	case DeploymentStarted, DeploymentFinished, DeploymentFailed:
+		if ev.RunID != "" {
+			return ev.RunID
 		}
 		return uuid.NewString()
 	}
@@ -257,8 +249,8 @@ func (e *Emitter) Close(ctx context.Context) error {
 	}
 }
 
-// run is the one sender: it delivers events in the order they were queued.
-func (e *Emitter) run(ctx context.Context) {
+// deliverAll is the one sender: it delivers events in the order they were queued.
+func (e *Emitter) deliverAll(ctx context.Context) {
 	defer close(e.done)
 	for ce := range e.queue {
 		if ctx.Err() != nil {

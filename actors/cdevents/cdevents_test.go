@@ -133,6 +133,10 @@ func TestSyncEventsArriveInOrderAndFollowTheSpec(t *testing.T) {
 	for i, s := range sync {
 		ev := base
 		ev.Kind, ev.Applied, ev.Message = s.kind, i, "step "+s.wantType
+		ev.RunID = "run-a" // the caller (the repository's Memory) owns the run id
+		if i > 4 {
+			ev.RunID = "run-b"
+		}
 		e.Emit(ev)
 	}
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // config is every flag of design.md §3, after ALUMIINI_* environment
@@ -34,9 +36,11 @@ type config struct {
 	AllowFileURLs       bool
 	WebhookMaxBodyBytes int64
 	CacheDir            string
+	DefaultSA           string
 	LogLevel            string
 	LogFormat           string
 	Version             bool
+	Profiling           bool
 }
 
 // envName is the environment twin of a flag: --cache-dir → ALUMIINI_CACHE_DIR.
@@ -67,9 +71,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.AllowFileURLs, "allow-file-urls", false, "accept file:// repository URLs, which read the controller's own disk (local development only)")
 	fs.Int64Var(&c.WebhookMaxBodyBytes, "webhook-max-body-bytes", 1<<20, "largest webhook request body accepted; larger ones get 413")
 	fs.IntVar(&c.MaxConcurrentSyncs, "max-concurrent-syncs", 16, "how many repositories sync at once; the others wait their turn")
+	fs.StringVar(&c.DefaultSA, "default-service-account", "", "ServiceAccount, in each GitRepository's namespace, to impersonate for GitRepositories that set no spec.serviceAccountName (lockdown mode; default: the controller's own rights)")
 	fs.StringVar(&c.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "alumiini"), "directory for git checkouts")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: console or json (default: json in-cluster, console otherwise)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address (for benchmarks and diagnosis)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
 	var envErr error
@@ -144,6 +150,9 @@ func (c config) validate() error {
 	}
 	if c.MaxConcurrentSyncs < 1 {
 		errs = append(errs, fmt.Errorf("--max-concurrent-syncs %d: want at least 1", c.MaxConcurrentSyncs))
+	}
+	if bad := validation.IsDNS1123Subdomain(c.DefaultSA); c.DefaultSA != "" && len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("--default-service-account %q: not a valid ServiceAccount name: %s", c.DefaultSA, strings.Join(bad, "; ")))
 	}
 	if c.CacheDir == "" {
 		errs = append(errs, errors.New("--cache-dir is empty: give a writable directory for git checkouts"))

@@ -29,6 +29,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
 		{name: "bad format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
 		{name: "bad sink", args: []string{"--cdevents-sink", "ftp://x"}, wantErr: "--cdevents-sink"},
+		{name: "default service account from env", env: map[string]string{"ALUMIINI_DEFAULT_SERVICE_ACCOUNT": "deployer"},
+			check: func(c config) bool { return c.DefaultSA == "deployer" }},
+		{name: "bad service account", args: []string{"--default-service-account", "Not_A_Name"}, wantErr: "--default-service-account"},
 		{name: "stray argument", args: []string{"run"}, wantErr: "unexpected argument"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "frobnicate"},
 	}

@@ -89,6 +89,7 @@ type controller struct {
 	informers dynamicinformer.DynamicSharedInformerFactory
 	health    health
 	sink      switchSink
+	view      *actorView
 	grace     context.Context // ends the shutdown grace period after the signal
 	stopping  func() bool     // the process was asked to stop
 }
@@ -100,7 +101,7 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 	}
 	restCfg.UserAgent = "alumiini/" + version
 	restCfg.QPS, restCfg.Burst = 200, 400
-	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log)}
+	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView()}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -152,6 +153,9 @@ func (ctrl *controller) run(ctx context.Context) error {
 		return err
 	}
 	informer := ctrl.informers.ForResource(v1alpha1.GitRepositoryResource).Informer()
+	if err := informer.SetTransform(slimRepository); err != nil {
+		return fmt.Errorf("watch GitRepositories: %w", err)
+	}
 	if _, err := informer.AddEventHandler(ctrl.repos.handler()); err != nil {
 		return fmt.Errorf("watch GitRepositories: %w", err)
 	}
@@ -165,7 +169,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry))
+	metricsSrv, err := listen("metrics", c.MetricsAddr, metricsHandler(ctrl.registry, ctrl.view, c.Profiling))
 	if err != nil {
 		return err
 	}
@@ -243,7 +247,11 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 // syncs and its webhooks go straight to the repository actors. It returns
 // once the actors have stopped, or the grace period ran out.
 func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIndexInformer) error {
-	applier, err := k8s.NewApplier(ctrl.rest)
+	var tenancy []k8s.ApplierOption
+	if sa := ctrl.cfg.DefaultSA; sa != "" {
+		tenancy = append(tenancy, k8s.WithDefaultServiceAccount(sa))
+	}
+	applier, err := k8s.NewApplier(ctrl.rest, tenancy...)
 	if err != nil {
 		return fmt.Errorf("build the applier: %w", err)
 	}
@@ -251,31 +259,25 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	defer stopRecorder()
 	fetcher := gitsrc.NewFetcher(ctrl.cfg.CacheDir)
 	p := &pipeline.Pipeline{
-		Fetcher: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
+		Source: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
 		// Git credentials are kept longer so that quiet polls make no API
 		// request; a failed fetch drops them at once (a rotated Secret).
 		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
 		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
 	}
+	var hashes *alucache.Client
 	sys := actors.NewSystem(actors.Config{
 		Syncer:             p,
 		Logger:             ctrl.log,
-		Hooks:              metricsHooks{ctrl.metrics},
+		Hooks:              metricsHooks{m: ctrl.metrics, view: ctrl.view},
 		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
-		OnRemove: func(key string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := p.Cache.Evict(ctx, key); err != nil {
-				ctrl.log.Warn("evict cache", zap.String("repository", key), zap.Error(err))
-			}
-			if err := fetcher.Remove(key); err != nil {
-				ctrl.log.Warn("remove checkout", zap.String("repository", key), zap.Error(err))
-			}
-		},
+		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key) },
 	})
-	p.Cache = alucache.Start(sys.Root(), 5*time.Second)
-	defer func() { _ = p.Cache.Stop() }()
+	hashes = alucache.Start(sys.Root(), 5*time.Second)
+	p.Cache = hashes
+	defer func() { _ = hashes.Stop() }()
+	sys.WatchAPI(ctx, ctrl.probeAPI, time.Second, time.Second)
 	defer func() {
 		// On a signal, running syncs may finish within the grace period; when
 		// the Lease was lost they are cancelled at once, as another replica
@@ -295,10 +297,30 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		return err
 	}
 	ctrl.sink.set(sys)
+	ctrl.view.set(sys)
+	defer ctrl.view.set(nil)
 	<-ctx.Done()
 	// Hand webhooks back to whoever holds the Lease before the actors stop.
 	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
 	return nil
+}
+
+// forget evicts a removed repository's cache entry and deletes its
+// checkout. It runs off the supervisor's mailbox (actors.Config.OnRemove).
+func (ctrl *controller) forget(hashes *alucache.Client, fetcher *gitsrc.Fetcher, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hashes.Evict(ctx, key); err != nil {
+		ctrl.log.Warn("evict cache", zap.String("repository", key), zap.Error(err))
+	}
+	if err := fetcher.Remove(key); err != nil {
+		ctrl.log.Warn("remove checkout", zap.String("repository", key), zap.Error(err))
+	}
+}
+
+// probeAPI asks the API server whether it is ready (GET /readyz).
+func (ctrl *controller) probeAPI(ctx context.Context) error {
+	return ctrl.kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 }
 
 // readSecretFile reads --webhook-secret-file, trimming a trailing newline.

@@ -72,3 +72,15 @@ func (x *repoIndex) List() []*v1alpha1.GitRepository {
 	}
 	return x.list
 }
+
+// slimRepository drops from the informer's copy of a GitRepository what no
+// reader of that copy needs, to keep the memory of idle repositories low:
+// managedFields, and the inventory (a sync reads the status, inventory
+// included, from the API server before it applies, prunes or checks drift).
+func slimRepository(obj any) (any, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		u.SetManagedFields(nil)
+		unstructured.RemoveNestedField(u.Object, "status", "inventory")
+	}
+	return obj, nil
+}

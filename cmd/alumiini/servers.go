@@ -2,16 +2,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/false-systems/alumiini/actors"
 )
 
 // server is one of the process's HTTP listeners.
@@ -76,8 +82,142 @@ func (h *health) handler() http.Handler {
 	return mux
 }
 
-func metricsHandler(reg *prometheus.Registry) http.Handler {
+// metricsHandler serves /metrics, the read-only actor view and, with
+// profiling, Go's pprof profiles: off by default because a profile shows
+// internals an operator may not want exposed on the metrics port.
+func metricsHandler(reg *prometheus.Registry, view *actorView, profiling bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	view.handler(mux)
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
+}
+
+// actorView serves the read-only /debug endpoints on the metrics port:
+// what each repository actor is doing (the seed's list_workers and
+// get_status), for `kubectl alumiini status`. It reaches the actors only
+// while this replica leads; a standby answers 503. docs/cli.md explains
+// why this is an endpoint and not a status field.
+type actorView struct {
+	mu       sync.RWMutex
+	sys      *actors.System
+	restarts map[string]int // per repository, since this process started
+}
+
+func newActorView() *actorView { return &actorView{restarts: map[string]int{}} }
+
+func (v *actorView) set(sys *actors.System) {
+	v.mu.Lock()
+	v.sys = sys
+	v.mu.Unlock()
+}
+
+func (v *actorView) restarted(key string) {
+	v.mu.Lock()
+	v.restarts[key]++
+	v.mu.Unlock()
+}
+
+// RepositoryView is the JSON of one repository actor.
+type RepositoryView struct {
+	Namespace       string     `json:"namespace"`
+	Name            string     `json:"name"`
+	State           string     `json:"state"`
+	PendingFollowUp bool       `json:"pendingFollowUp"`
+	Restarts        int        `json:"restarts"`
+	Syncs           int        `json:"syncs"`
+	Generation      int64      `json:"generation"`
+	LastTrigger     string     `json:"lastTrigger,omitempty"`
+	LastError       string     `json:"lastError,omitempty"`
+	NextPoll        *time.Time `json:"nextPoll,omitempty"`
+	NextDriftCheck  *time.Time `json:"nextDriftCheck,omitempty"`
+}
+
+func (v *actorView) view(ctx context.Context, key string) (RepositoryView, error) {
+	v.mu.RLock()
+	sys, restarts := v.sys, v.restarts[key]
+	v.mu.RUnlock()
+	if sys == nil {
+		return RepositoryView{}, errNotLeading
+	}
+	st, err := sys.Status(ctx, key)
+	if err != nil {
+		return RepositoryView{}, err
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	rv := RepositoryView{Namespace: ns, Name: name, State: string(st.State), PendingFollowUp: st.Pending,
+		Restarts: restarts, Syncs: st.Syncs, Generation: st.Generation, LastTrigger: string(st.LastTrigger),
+		NextPoll: timeOrNil(st.NextPoll), NextDriftCheck: timeOrNil(st.NextDrift)}
+	if st.LastError != nil {
+		rv.LastError = st.LastError.Error()
+	}
+	return rv, nil
+}
+
+var errNotLeading = errors.New("this replica does not lead: ask the leader (see the Lease)")
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC().Round(time.Second)
+	return &t
+}
+
+func (v *actorView) list(w http.ResponseWriter, r *http.Request) {
+	v.mu.RLock()
+	sys := v.sys
+	v.mu.RUnlock()
+	if sys == nil {
+		http.Error(w, errNotLeading.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	out := []RepositoryView{}
+	for _, key := range sys.Keys() {
+		rv, err := v.view(r.Context(), key)
+		if errors.Is(err, actors.ErrNotFound) {
+			continue // removed since Keys
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		out = append(out, rv)
+	}
+	writeJSON(w, out)
+}
+
+func (v *actorView) one(w http.ResponseWriter, r *http.Request) {
+	rv, err := v.view(r.Context(), r.PathValue("namespace")+"/"+r.PathValue("name"))
+	switch {
+	case errors.Is(err, actors.ErrNotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	default:
+		writeJSON(w, rv)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// handler also serves /debug/version, which `kubectl alumiini check`
+// compares with its own.
+func (v *actorView) handler(mux *http.ServeMux) {
+	const timeout = 5 * time.Second
+	timed := func(h http.HandlerFunc) http.Handler {
+		return http.TimeoutHandler(h, timeout, "actor status timed out\n")
+	}
+	mux.Handle("GET /debug/repositories", timed(v.list))
+	mux.Handle("GET /debug/repositories/{namespace}/{name}", timed(v.one))
+	mux.HandleFunc("GET /debug/version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, map[string]string{"version": version})
+	})
 }

@@ -38,11 +38,17 @@ func (s *switchSink) Webhook(key types.NamespacedName, commit string) error {
 }
 
 // metricsHooks feeds actor-tree events into the metrics.
-type metricsHooks struct{ m *metrics.Metrics }
+type metricsHooks struct {
+	m    *metrics.Metrics
+	view *actorView
+}
 
-func (h metricsHooks) ActorStarted(string)   { h.m.ActorStarted() }
-func (h metricsHooks) ActorRestarted(string) { h.m.ActorRestarted() }
-func (h metricsHooks) ActorStopped(string)   { h.m.ActorStopped() }
+func (h metricsHooks) ActorStarted(string) { h.m.ActorStarted() }
+func (h metricsHooks) ActorRestarted(key string) {
+	h.m.ActorRestarted()
+	h.view.restarted(key)
+}
+func (h metricsHooks) ActorStopped(string) { h.m.ActorStopped() }
 
 // eventRecorder emits Kubernetes Events on GitRepositories.
 type eventRecorder struct{ rec record.EventRecorder }

@@ -34,6 +34,9 @@ func TestStatusWriterWritesOnlyChanges(t *testing.T) {
 	if err != nil || !wrote {
 		t.Fatalf("first write: wrote %v, err %v", wrote, err)
 	}
+	if repo.Status.Phase != "" {
+		t.Fatalf("Write changed its argument: status %+v", repo.Status)
+	}
 	got, err := w.Get(ctx(t), ns, "apps")
 	if err != nil {
 		t.Fatal(err)

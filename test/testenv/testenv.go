@@ -18,11 +18,16 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -167,4 +172,71 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ServiceAccountKubeConfig returns a kubeconfig that authenticates as
+// ServiceAccount namespace/name with a token from the TokenRequest API,
+// valid for ttl: a program run with it has exactly the rights RBAC grants
+// that ServiceAccount, as in a cluster.
+func (e *Env) ServiceAccountKubeConfig(ctx context.Context, namespace, name string, ttl time.Duration) ([]byte, error) {
+	seconds := int64(ttl / time.Second)
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds}}
+	tok, err := e.Kube.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, req, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("token for ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	user := "system:serviceaccount:" + namespace + ":" + name
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthorityData: e.Config.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: user}
+	kc.CurrentContext = "envtest"
+	return clientcmd.Write(*kc)
+}
+
+// ServiceAccountWithRole creates ServiceAccount namespace/name with a Role
+// of rules bound to it, and waits until the authorizer (which learns of
+// bindings through a watch) allows the first rule's first verb.
+func (e *Env) ServiceAccountWithRole(t testing.TB, namespace, name string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Rules: rules}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}}
+	if _, err := e.Kube.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Kube.RbacV1().Roles(namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Kube.RbacV1().RoleBindings(namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) == 0 || len(rules[0].Verbs) == 0 || len(rules[0].Resources) == 0 {
+		return
+	}
+	r := rules[0]
+	attrs := authorizationv1.ResourceAttributes{Namespace: namespace, Verb: r.Verbs[0], Resource: r.Resources[0]}
+	if len(r.APIGroups) > 0 {
+		attrs.Group = r.APIGroups[0]
+	}
+	Eventually(t, 30*time.Second, func() error {
+		return e.Allowed(ctx, "system:serviceaccount:"+namespace+":"+name, attrs)
+	})
+}
+
+// Allowed returns nil when the authorizer lets user do attrs.
+func (e *Env) Allowed(ctx context.Context, user string, attrs authorizationv1.ResourceAttributes) error {
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &attrs}}
+	got, err := e.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("SubjectAccessReview for %s: %w", user, err)
+	}
+	if !got.Status.Allowed {
+		return fmt.Errorf("%s may not %+v (yet)", user, attrs)
+	}
+	return nil
 }

@@ -1,0 +1,323 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"reflect"
+	"syscall"
+	"testing"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/false-systems/alumiini/actors"
+	"github.com/false-systems/alumiini/actors/cdevents"
+	"github.com/false-systems/alumiini/actors/metrics"
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/gitsrc"
+	"github.com/false-systems/alumiini/k8s"
+)
+
+// The fakes below stand in for this package's own small interfaces; what
+// they stand for is tested against a real API server and git server in
+// k8s/clustertest and test/.
+
+type fakeSource struct {
+	commit, checkedOut string
+	err                error
+}
+
+func (f *fakeSource) Fetch(context.Context, gitsrc.Request) (gitsrc.Result, error) {
+	if f.err != nil {
+		return gitsrc.Result{}, f.err
+	}
+	res := gitsrc.Result{Commit: f.commit, Unchanged: f.commit == f.checkedOut, Dir: "/co", Root: "/co"}
+	f.checkedOut = f.commit
+	return res, nil
+}
+
+type fakeApplier struct {
+	res        k8s.Result
+	err        error
+	drift      k8s.DriftResult
+	applies    int
+	lastHashes map[string]string
+}
+
+func (f *fakeApplier) Apply(_ context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
+	f.applies++
+	f.lastHashes = opts.Hashes
+	return f.res, f.err
+}
+
+func (f *fakeApplier) Drift(context.Context, []*unstructured.Unstructured, k8s.Options, v1alpha1.DriftMode) (k8s.DriftResult, error) {
+	return f.drift, nil
+}
+
+type fakeStatus struct {
+	server   v1alpha1.GitRepositoryStatus // what the API server holds
+	writeErr error
+	writes   int
+	gets     int
+}
+
+func (f *fakeStatus) Get(context.Context, string, string) (*v1alpha1.GitRepository, error) {
+	f.gets++
+	return &v1alpha1.GitRepository{Status: *f.server.DeepCopy()}, nil
+}
+
+func (f *fakeStatus) Write(_ context.Context, repo *v1alpha1.GitRepository, st v1alpha1.GitRepositoryStatus) (bool, error) {
+	if equality.Semantic.DeepEqual(repo.Status, st) {
+		return false, nil
+	}
+	if f.writeErr != nil {
+		return false, f.writeErr
+	}
+	f.writes++
+	f.server = *st.DeepCopy()
+	return true, nil
+}
+
+type event struct{ typ, reason string }
+
+type fakeRecorder struct{ events []event }
+
+func (f *fakeRecorder) Event(_ *v1alpha1.GitRepository, typ, reason, _ string) {
+	f.events = append(f.events, event{typ, reason})
+}
+
+type fakeEmitter struct{ events []cdevents.Event }
+
+func (f *fakeEmitter) Emit(ev cdevents.Event) { f.events = append(f.events, ev) }
+
+func (f *fakeEmitter) kinds() []cdevents.Kind {
+	var out []cdevents.Kind
+	for _, e := range f.events {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+type rig struct {
+	p       *Pipeline
+	source  *fakeSource
+	applier *fakeApplier
+	status  *fakeStatus
+	rec     *fakeRecorder
+	emitter *fakeEmitter
+	parse   []error
+}
+
+func newRig() *rig {
+	r := &rig{source: &fakeSource{commit: "c1c1c1c1c1"}, applier: &fakeApplier{}, status: &fakeStatus{},
+		rec: &fakeRecorder{}, emitter: &fakeEmitter{}}
+	r.applier.res = k8s.Result{Applied: []v1alpha1.ObjectRef{{Kind: "ConfigMap", Name: "a"}},
+		Inventory: []v1alpha1.ObjectRef{{Kind: "ConfigMap", Name: "a"}}, Hashes: map[string]string{"a": "h1"}}
+	r.p = &Pipeline{Source: r.source, Applier: r.applier, Status: r.status, Recorder: r.rec, Events: r.emitter,
+		Metrics: metrics.New(nil), Logger: zap.NewNop(),
+		Load: func(string, string) ([]*unstructured.Unstructured, []error) { return nil, r.parse }}
+	return r
+}
+
+func (r *rig) sync(t *testing.T, trigger actors.Trigger, mem actors.Memory) (actors.Memory, error) {
+	t.Helper()
+	repo := &v1alpha1.GitRepository{Spec: v1alpha1.GitRepositorySpec{URL: "https://git.example/r.git"}}
+	repo.Namespace, repo.Name, repo.Generation = "ns", "app", 1
+	return r.p.Sync(context.Background(), repo, actors.SyncRequest{Trigger: trigger}, mem)
+}
+
+func condition(st *v1alpha1.GitRepositoryStatus, typ string) string {
+	c := meta.FindStatusCondition(st.Conditions, typ)
+	if c == nil {
+		return ""
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func TestSyncOutcomes(t *testing.T) {
+	apiDown := &url.Error{Op: "Patch", URL: "https://api", Err: syscall.ECONNREFUSED}
+	tests := []struct {
+		name       string
+		setup      func(r *rig)
+		trigger    actors.Trigger
+		phase      v1alpha1.Phase
+		ready      string
+		event      event
+		cdevents   []cdevents.Kind
+		wantErr    error // nil: none
+		notErr     error
+		wantHashes bool
+	}{
+		{name: "applied", phase: v1alpha1.PhaseSynced, ready: "True/Applied", event: event{corev1.EventTypeNormal, "Synced"},
+			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFinished}, wantHashes: true},
+		{name: "fetch failed", setup: func(r *rig) { r.source.err = errors.New("repository not found") },
+			phase: v1alpha1.PhaseFailed, ready: "False/FetchFailed", event: event{corev1.EventTypeWarning, "FetchFailed"},
+			wantErr: errSyncFailed, notErr: actors.ErrAPIUnreachable},
+		{name: "object failed", setup: func(r *rig) {
+			r.applier.res.Failed = []k8s.ObjectError{{Ref: v1alpha1.ObjectRef{Kind: "ConfigMap", Name: "b"}, Err: errors.New("forbidden")}}
+		}, phase: v1alpha1.PhaseFailed, ready: "False/SyncFailed", event: event{corev1.EventTypeWarning, "SyncFailed"},
+			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
+			wantErr:  errSyncFailed, notErr: actors.ErrStalled, wantHashes: true},
+		{name: "stalled", setup: func(r *rig) { r.parse = []error{errors.New("deploy/a.yaml:3:1: bad")} },
+			phase: v1alpha1.PhaseFailed, ready: "False/SyncFailed", event: event{corev1.EventTypeWarning, "SyncFailed"},
+			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
+			wantErr:  actors.ErrStalled, wantHashes: true},
+		{name: "API server unreachable", setup: func(r *rig) { r.applier.err = apiDown },
+			phase: v1alpha1.PhaseFailed, ready: "False/ApplyFailed", event: event{corev1.EventTypeWarning, "ApplyFailed"},
+			cdevents: []cdevents.Kind{cdevents.RepositoryFetched, cdevents.DeploymentStarted, cdevents.DeploymentFailed},
+			wantErr:  actors.ErrAPIUnreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig()
+			if tt.setup != nil {
+				tt.setup(r)
+			}
+			mem, err := r.sync(t, actors.TriggerPoll, actors.Memory{})
+			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if tt.notErr != nil && errors.Is(err, tt.notErr) {
+				t.Fatalf("error %v should not be %v", err, tt.notErr)
+			}
+			st := r.status.server
+			if st.Phase != tt.phase || condition(&st, v1alpha1.ConditionReady) != tt.ready {
+				t.Fatalf("status %s, Ready %s; want %s, %s (%s)", st.Phase, condition(&st, v1alpha1.ConditionReady), tt.phase, tt.ready, st.Message)
+			}
+			if mem.Status == nil || !equality.Semantic.DeepEqual(*mem.Status, st) {
+				t.Fatalf("the Memory does not hold the status written: %+v", mem.Status)
+			}
+			if len(r.rec.events) != 1 || r.rec.events[0] != tt.event {
+				t.Fatalf("Events %v, want [%v]", r.rec.events, tt.event)
+			}
+			if got := r.emitter.kinds(); !reflect.DeepEqual(got, tt.cdevents) {
+				t.Fatalf("CDEvents %v, want %v", got, tt.cdevents)
+			}
+			if (mem.Hashes != nil) != tt.wantHashes || mem.RunID != "" {
+				t.Fatalf("Memory hashes %v run %q; want hashes: %v, no open run", mem.Hashes, mem.RunID, tt.wantHashes)
+			}
+		})
+	}
+}
+
+func TestStartedAndFinishedShareTheRunID(t *testing.T) {
+	r := newRig()
+	if _, err := r.sync(t, actors.TriggerPoll, actors.Memory{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := r.emitter.events
+	if len(ev) != 3 || ev[1].RunID == "" || ev[1].RunID != ev[2].RunID {
+		t.Fatalf("run ids %q and %q, want one shared id", ev[1].RunID, ev[2].RunID)
+	}
+}
+
+// Following syncs go by the Memory: nothing is read from the API server,
+// an unchanged commit applies nothing, a stalled commit is not retried, a
+// manual request applies again.
+func TestMemoryCarriesStateBetweenSyncs(t *testing.T) {
+	r := newRig()
+	mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gets, writes := r.status.gets, r.status.writes
+	mem, err = r.sync(t, actors.TriggerPoll, mem)
+	if err != nil || r.applier.applies != 1 || r.status.gets != gets || r.status.writes != writes {
+		t.Fatalf("unchanged poll: err %v, %d applies, %d gets, %d writes; want nothing", err, r.applier.applies, r.status.gets-gets, r.status.writes-writes)
+	}
+	if _, err = r.sync(t, actors.TriggerManual, mem); err != nil || r.applier.applies != 2 || r.applier.lastHashes != nil {
+		t.Fatalf("manual: err %v, %d applies, hashes %v; want a full apply", err, r.applier.applies, r.applier.lastHashes)
+	}
+
+	r.source.commit, r.parse = "c2c2c2c2c2", []error{errors.New("bad")}
+	mem, err = r.sync(t, actors.TriggerWebhook, mem)
+	if !errors.Is(err, actors.ErrStalled) || r.applier.lastHashes["a"] != "h1" {
+		t.Fatalf("new commit: err %v, hashes %v; want stalled, last hashes trusted", err, r.applier.lastHashes)
+	}
+	applies := r.applier.applies
+	if _, err = r.sync(t, actors.TriggerPoll, mem); err != nil || r.applier.applies != applies {
+		t.Fatalf("poll of a stalled commit: err %v, %d applies; want none", err, r.applier.applies-applies)
+	}
+}
+
+func TestUnrecordedApplyForgetsTheStatus(t *testing.T) {
+	r := newRig()
+	mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.source.commit = "c2c2c2c2c2"
+	r.status.writeErr = &url.Error{Op: "Patch", URL: "https://api", Err: syscall.ECONNREFUSED}
+	mem, err = r.sync(t, actors.TriggerPoll, mem)
+	if !errors.Is(err, actors.ErrAPIUnreachable) || mem.Status != nil {
+		t.Fatalf("err %v, Memory status %v; want API unreachable and the status forgotten", err, mem.Status)
+	}
+	if got := r.emitter.kinds(); got[len(got)-1] == cdevents.DeploymentFinished {
+		t.Fatalf("CDEvents %v: an unrecorded apply is not finished", got)
+	}
+}
+
+func TestDriftCheckOutcomes(t *testing.T) {
+	drifted := []v1alpha1.ObjectRef{{Kind: "ConfigMap", Namespace: "ns", Name: "a"}}
+	tests := []struct {
+		name     string
+		drift    k8s.DriftResult
+		cond     string
+		event    []event
+		cdevents []cdevents.Kind
+	}{
+		{"in sync", k8s.DriftResult{}, "False/InSync", nil, nil},
+		{"corrected", k8s.DriftResult{Drifted: drifted, Corrected: drifted}, "False/Corrected",
+			[]event{{corev1.EventTypeNormal, "DriftCorrected"}}, []cdevents.Kind{cdevents.DriftDetected, cdevents.DriftCorrected}},
+		{"check failed", k8s.DriftResult{Failed: []k8s.ObjectError{{Ref: drifted[0], Err: errors.New("forbidden")}}}, "True/CheckFailed",
+			[]event{{corev1.EventTypeWarning, "DriftCheckFailed"}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig()
+			mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.rec.events, r.emitter.events, r.applier.drift = nil, nil, tt.drift
+			mem, err = r.sync(t, actors.TriggerReconcile, mem)
+			if err != nil || condition(mem.Status, v1alpha1.ConditionDrifted) != tt.cond {
+				t.Fatalf("err %v, Drifted %s; want %s", err, condition(mem.Status, v1alpha1.ConditionDrifted), tt.cond)
+			}
+			if !reflect.DeepEqual(r.rec.events, tt.event) || !reflect.DeepEqual(r.emitter.kinds(), tt.cdevents) {
+				t.Fatalf("Events %v CDEvents %v; want %v %v", r.rec.events, r.emitter.kinds(), tt.event, tt.cdevents)
+			}
+		})
+	}
+}
+
+func TestEveryKindHasAnEffect(t *testing.T) {
+	for k := Unchanged; k <= DriftFailed; k++ {
+		if effects[k].metric == "" || effects[k].log == "" {
+			t.Errorf("Kind %d has no row in the outcome table", k)
+		}
+	}
+}
+
+func TestAPIUnreachable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", &url.Error{Op: "Get", URL: "https://api", Err: syscall.ECONNREFUSED}, true},
+		{"our timeout", &url.Error{Op: "Get", URL: "https://api", Err: context.DeadlineExceeded}, false},
+		{"cancelled", fmt.Errorf("apply: %w", context.Canceled), false},
+		{"an answer", errors.New("forbidden"), false},
+	}
+	for _, tt := range tests {
+		if got := apiUnreachable(tt.err); got != tt.want {
+			t.Errorf("%s: apiUnreachable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/test/testenv"
+)
+
+// apiProxy forwards TCP connections to the API server until cut: then it
+// refuses new connections and drops open ones, as an API server outage
+// looks from the controller, while the test keeps its own connection.
+type apiProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        []net.Conn
+}
+
+func newAPIProxy(t *testing.T) *apiProxy {
+	t.Helper()
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &apiProxy{addr: freeAddr(t), target: u.Host}
+	p.restore(t)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *apiProxy) restore(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.forward(c)
+		}
+	}()
+}
+
+func (p *apiProxy) forward(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, c, up)
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+	_, _ = io.Copy(c, up)
+	_ = c.Close()
+}
+
+func (p *apiProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// kubeconfig is the test kubeconfig pointed at the proxy (the API server's
+// certificate names 127.0.0.1, whatever the port).
+func (p *apiProxy) kubeconfig(t *testing.T) string {
+	t.Helper()
+	kc, err := os.ReadFile(shippedIdentity(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.ReplaceAll(string(kc), p.target, p.addr)
+	path := filepath.Join(t.TempDir(), "kubeconfig-proxy")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRecoveryAfterAnAPIServerOutageTakesSeconds: a sync that keeps failing
+// through a 20 s outage has built a backoff of 8 to 16 s; once the API server
+// answers again the repository converges within seconds anyway (issue 23).
+func TestRecoveryAfterAnAPIServerOutageTakesSeconds(t *testing.T) {
+	ns, repo, first := appsRepo(t)
+	proxy := newAPIProxy(t)
+	ctrl := startController(t, "--webhook-secret-file", secretFile(t), "--watch-namespace", ns, "--kubeconfig", proxy.kubeconfig(t))
+	ctrl.waitReady(t)
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	proxy.cut()
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), second); code != http.StatusAccepted {
+		t.Fatalf("webhook reply %d %s, want 202", code, body)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := strings.Count(ctrl.Logs(), "sync failed; retrying"); n < 4 {
+			return fmt.Errorf("%d failed syncs during the outage so far, want 4 (backoff 8 s or more)", n)
+		}
+		return nil
+	})
+	proxy.restore(t)
+	back := time.Now()
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 60*time.Second)
+	if took := time.Since(back); took > 5*time.Second {
+		t.Fatalf("converged %v after the API server came back, want within 5 s", took)
+	}
+	t.Logf("converged %v after the API server came back", time.Since(back))
+}
