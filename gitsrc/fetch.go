@@ -3,12 +3,16 @@
 //
 // Cache layout: every Request.Key ("namespace/name") owns one directory under
 // the cache dir, named after the key with "/" turned into "_" and any byte
-// outside [a-z0-9.-] percent-escaped. It holds git/, a shallow object store,
-// and tree/, the checkout of the last synced commit (no .git inside, so the
-// manifest directory holds only the repository's files). A later Fetch
-// updates both in place; Remove deletes the directory.
+// outside [a-z0-9.-] percent-escaped. It holds git/, the key's refs and
+// index, and tree/, the checkout of the last synced commit (no .git inside,
+// so the manifest directory holds only the repository's files). The objects
+// are in sources/<id>/, a shallow object store shared by every key that names
+// the same remote with the same credentials (source.go). A later Fetch
+// updates both in place; Remove deletes the key's directory, and the
+// source's once no key uses it.
 //
-// A branch or tag is first resolved with one ref listing (ls-remote). When
+// A branch or tag is first resolved with one ref listing (ls-remote), which
+// keys of one source share within Request.RefsNotBefore. When
 // the remote points at the commit already checked out, Fetch returns
 // Unchanged without asking for a pack: a quiet poll costs one round trip.
 // Otherwise it fetches just that ref at depth 1, so force-pushes and branch
@@ -33,6 +37,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
@@ -40,6 +46,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
@@ -55,6 +62,13 @@ type Request struct {
 	Ref  Ref
 	Path string // manifest directory inside the repository, "" = root
 	Auth *Auth  // nil: anonymous
+	// RefsNotBefore lets a ref listing of the same source that started at
+	// or after it answer this request (see source.go); zero asks for a new
+	// listing.
+	RefsNotBefore time.Time
+	// Expect is the commit the caller was told the ref points at (a
+	// webhook's): a reused listing that shows another is listed again.
+	Expect string
 }
 
 // Result is what a Fetch checked out.
@@ -62,6 +76,7 @@ type Result struct {
 	Commit       string
 	Unchanged    bool     // the remote head is the commit already checked out: no pack was fetched
 	ChangedPaths []string // paths changed since the previously checked-out commit, nil when unknown
+	Previous     string   // the previously checked-out commit, "" when none: what ChangedPaths compare with
 	// DroppedLinks are the symbolic links under Path (repository-root
 	// relative) that lead outside the checkout and were therefore removed
 	// from it: the caller reports them, as nothing reads through them.
@@ -70,12 +85,16 @@ type Result struct {
 	Root         string // absolute root of the checkout: nothing outside it may be read
 }
 
-// Fetcher keeps the checkouts under one cache directory. It holds no
-// per-repository state in memory. Fetch may run concurrently for different
-// keys, never for the same key.
+// Fetcher keeps the checkouts under one cache directory. In memory it holds
+// only the sources (source.go) and which key uses which. Fetch may run
+// concurrently for different keys, never for the same key.
 type Fetcher struct {
 	cacheDir string
-	maxPacks int // beyond this many pack files, a checkout's object store starts afresh
+	maxPacks int // beyond this many pack files, a source's object store starts afresh
+
+	mu        sync.Mutex
+	sources   map[string]*source // by sourceID
+	keySource map[string]string  // key → sourceID
 }
 
 // NewFetcher keeps checkouts under cacheDir, which is created on demand.
@@ -83,7 +102,7 @@ func NewFetcher(cacheDir string) *Fetcher {
 	if abs, err := filepath.Abs(cacheDir); err == nil {
 		cacheDir = abs
 	}
-	return &Fetcher{cacheDir: cacheDir, maxPacks: 32}
+	return &Fetcher{cacheDir: cacheDir, maxPacks: 32, sources: map[string]*source{}, keySource: map[string]string{}}
 }
 
 const (
@@ -113,49 +132,8 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	co, err := openCheckout(dir, false)
-	if err != nil {
-		return Result{}, fmt.Errorf("open checkout of %s in %s: %w", req.Key, dir, err)
-	}
-	s := &session{co: co, r: r, auth: req.Auth, method: authMethod}
-	prev := co.synced()
-
-	want := plumbing.NewHash(req.Ref.Commit)
-	if req.Ref.Commit == "" {
-		if want, err = s.lsRemote(ctx, req.Ref); err != nil {
-			return Result{}, err
-		}
-	}
-	if want == prev {
-		manifests, err := co.manifestDir(req.Path, prev)
-		if err != nil {
-			return Result{}, err
-		}
-		return Result{Commit: prev.String(), Unchanged: true, ChangedPaths: []string{}, Dir: manifests, Root: co.tree,
-			DroppedLinks: co.droppedLinks(req.Path)}, nil
-	}
-
-	got := want
-	if !co.has(want) {
-		if co.packs() > f.maxPacks {
-			if co, err = openCheckout(dir, true); err != nil {
-				return Result{}, fmt.Errorf("reset checkout of %s: %w", req.Key, err)
-			}
-			s.co, prev = co, plumbing.ZeroHash
-		}
-		if got, err = s.fetch(ctx, req.Ref, want); err != nil {
-			return Result{}, err
-		}
-	}
-	if err := co.checkout(got); err != nil {
-		return Result{}, fmt.Errorf("check out %s of %s: %w", got, r.display, err)
-	}
-	manifests, err := co.manifestDir(req.Path, got)
-	if err != nil {
-		return Result{}, err
-	}
-	return Result{Commit: got.String(), ChangedPaths: co.changedPaths(prev, got), Dir: manifests, Root: co.tree,
-		DroppedLinks: co.droppedLinks(req.Path)}, nil
+	s := &session{r: r, auth: req.Auth, method: authMethod}
+	return f.fetchShared(ctx, s, req, dir)
 }
 
 // Remove deletes the checkout of a deleted GitRepository.
@@ -167,6 +145,9 @@ func (f *Fetcher) Remove(key string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove checkout of %s: %w", key, err)
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releaseLocked(key)
 	return nil
 }
 
@@ -213,34 +194,6 @@ type session struct {
 
 func (s *session) remote() *git.Remote {
 	return git.NewRemote(s.co.repo.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{s.r.fetch}})
-}
-
-// lsRemote resolves a branch or tag to its commit with one ref listing.
-func (s *session) lsRemote(ctx context.Context, ref Ref) (plumbing.Hash, error) {
-	refs, err := s.remote().ListContext(ctx, &git.ListOptions{
-		Auth: s.method, CABundle: s.auth.ca(), PeelingOption: git.AppendPeeled})
-	if err != nil {
-		return plumbing.ZeroHash, s.explain("list refs of", err)
-	}
-	name := refName(ref)
-	var direct, peeled plumbing.Hash
-	for _, r := range refs {
-		switch r.Name().String() {
-		case name.String():
-			direct = r.Hash()
-		case name.String() + "^{}": // an annotated tag's commit
-			peeled = r.Hash()
-		}
-	}
-	switch {
-	case !peeled.IsZero():
-		return peeled, nil
-	case !direct.IsZero():
-		return direct, nil
-	case ref.Tag != "":
-		return plumbing.ZeroHash, fmt.Errorf("tag %q not found in %s: check spec.tag", ref.Tag, s.r.display)
-	}
-	return plumbing.ZeroHash, fmt.Errorf("branch %q not found in %s: check spec.branch", ref.Branch, s.r.display)
 }
 
 func refName(ref Ref) plumbing.ReferenceName {
@@ -303,23 +256,24 @@ type checkout struct {
 	tree string // work tree directory, symlinks resolved
 }
 
-// openCheckout opens (creating if need be) the checkout in dir; fresh
-// deletes what was there first.
-func openCheckout(dir string, fresh bool) (*checkout, error) {
+// openCheckout opens (creating if need be) the checkout in dir, whose
+// objects are in objects (its source's store); fresh deletes what was there
+// first.
+func openCheckout(dir string, fresh bool, objects storer.EncodedObjectStorer) (*checkout, error) {
 	if fresh {
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, err
 		}
 	}
-	co, err := loadCheckout(dir)
+	co, err := loadCheckout(dir, objects)
 	if err != nil && !fresh {
 		// A damaged checkout (say, a crash mid-write) is only a cache: start over.
-		return openCheckout(dir, true)
+		return openCheckout(dir, true, objects)
 	}
 	return co, err
 }
 
-func loadCheckout(dir string) (*checkout, error) {
+func loadCheckout(dir string, objects storer.EncodedObjectStorer) (*checkout, error) {
 	gitDir, treeDir := filepath.Join(dir, "git"), filepath.Join(dir, "tree")
 	for _, d := range []string{gitDir, treeDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -331,7 +285,8 @@ func loadCheckout(dir string) (*checkout, error) {
 		return nil, err
 	}
 	wt := osfs.New(treeDir, osfs.WithBoundOS())
-	st := filesystem.NewStorage(osfs.New(gitDir, osfs.WithBoundOS()), cache.NewObjectLRU(objectLRU))
+	own := filesystem.NewStorage(osfs.New(gitDir, osfs.WithBoundOS()), cache.NewObjectLRU(0))
+	st := withObjects(own, objects)
 	repo, err := git.Open(st, wt)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		repo, err = git.Init(st, wt)
@@ -339,7 +294,7 @@ func loadCheckout(dir string) (*checkout, error) {
 			// Init links the tree to the store with a .git file; we open the
 			// store directly, and the manifest directory should hold only
 			// the repository's files.
-			err = os.Remove(filepath.Join(treeDir, git.GitDirName))
+			err = os.RemoveAll(filepath.Join(treeDir, git.GitDirName))
 		}
 	}
 	if err != nil {

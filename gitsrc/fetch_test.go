@@ -405,7 +405,7 @@ func TestObjectStoreStartsAfreshAfterManyPacks(t *testing.T) {
 		if i > 0 && res.ChangedPaths == nil {
 			resets++ // no previous commit to compare with: the store was reset
 		}
-		packs, _ := filepath.Glob(filepath.Join(f.cacheDir, "ns_apps", "git", "objects", "pack", "*.pack"))
+		packs, _ := filepath.Glob(filepath.Join(f.cacheDir, "sources", "*", "objects", "pack", "*.pack"))
 		if len(packs) > f.maxPacks+1 {
 			t.Fatalf("after fetch %d: %d pack files, want at most %d", i, len(packs), f.maxPacks+1)
 		}

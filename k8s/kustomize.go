@@ -18,7 +18,7 @@ import (
 // kustomize could fetch them.
 func (l *loader) kustomize(dir string) {
 	fsys := checkoutFS{FileSystem: filesys.MakeFsOnDisk(), root: l.root, refused: new(error)}
-	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(l.recording(fsys), dir)
 	if err != nil && *fsys.refused != nil {
 		err = *fsys.refused // kustomize may have hidden it behind a vaguer error
 	}

@@ -62,6 +62,7 @@ type loader struct {
 	dec       *sops.Decryptor // nil: SOPS files are refused
 	objs      []*unstructured.Unstructured
 	errs      []error
+	reads     map[string]bool // files read, when recording (inputs.go)
 }
 
 func newLoader(root, dir string) (*loader, error) {
@@ -166,6 +167,7 @@ func (l *loader) readFile(path string) {
 		l.fail(path, fmt.Errorf("file is %d bytes, more than the %d a manifest file may have; split it", info.Size(), maxManifestBytes))
 		return
 	}
+	l.noteRead(path)
 	data, err := os.ReadFile(real)
 	if err != nil {
 		l.fail(path, err)

@@ -1,0 +1,194 @@
+package gitsrc
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/false-systems/alumiini/test/gitserver"
+)
+
+// counts is what the git server was asked between two points.
+type counts struct{ listings, packs int64 }
+
+func snapshot(srv *gitserver.Server) counts {
+	return counts{srv.RefAdvertisements(), srv.UploadPacks()}
+}
+
+func (c counts) since(before counts) counts {
+	return counts{c.listings - before.listings, c.packs - before.packs}
+}
+
+// fetchAll fetches every key of a monorepo concurrently, all allowing a
+// listing started at notBefore, and returns the results by key.
+func fetchAll(t *testing.T, f *Fetcher, url string, keys []string, notBefore time.Time, expect string) map[string]Result {
+	t.Helper()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	results := map[string]Result{}
+	for i, key := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := f.Fetch(ctx, Request{Key: key, URL: url, Ref: Ref{Branch: "main"},
+				Path: fmt.Sprintf("apps/%d", i%2), RefsNotBefore: notBefore, Expect: expect})
+			if err != nil {
+				t.Errorf("fetch %s: %v", key, err)
+			}
+			mu.Lock()
+			results[key] = res
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return results
+}
+
+func TestOneListingAndOneFetchPerSource(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "mono")
+	first := repo.CommitStrings("first", map[string]string{"apps/0/a.yaml": "a: 1\n", "apps/1/b.yaml": "b: 1\n"})
+	f := NewFetcher(t.TempDir())
+	keys := make([]string, 20)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("team/app-%02d", i)
+	}
+
+	// A fetch costs the listing of the ref and the listing + pack of the
+	// fetch itself: once for all twenty keys.
+	before := snapshot(srv)
+	results := fetchAll(t, f, repo.URL(), keys, time.Now(), "")
+	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
+		t.Fatalf("first fetch of 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
+	}
+	for i, key := range keys {
+		want := map[string]string{"a.yaml": "a: 1\n"}
+		if i%2 == 1 {
+			want = map[string]string{"b.yaml": "b: 1\n"}
+		}
+		res := results[key]
+		if res.Commit != first || res.Unchanged {
+			t.Fatalf("%s: %+v, want commit %s", key, res, first)
+		}
+		assertTree(t, res.Dir, want) // every key has its own checkout
+	}
+	if results[keys[0]].Root == results[keys[2]].Root {
+		t.Fatal("two keys share one work tree")
+	}
+
+	// Polls within one interval: a hundred of them, one listing.
+	before = snapshot(srv)
+	interval := time.Now()
+	for i := range 100 {
+		res := mustFetch(t, f, Request{Key: keys[i%len(keys)], URL: repo.URL(), Ref: Ref{Branch: "main"},
+			Path: fmt.Sprintf("apps/%d", i%len(keys)%2), RefsNotBefore: interval})
+		if !res.Unchanged || res.Commit != first || res.Previous != first {
+			t.Fatalf("quiet poll %d: %+v, want unchanged at %s", i, res, first)
+		}
+	}
+	if got := snapshot(srv).since(before); got != (counts{1, 0}) {
+		t.Fatalf("100 quiet polls cost %d listings and %d packs, want 1 and 0", got.listings, got.packs)
+	}
+
+	second := repo.CommitStrings("second", map[string]string{"apps/1/b.yaml": "b: 2\n"})
+	before = snapshot(srv)
+	results = fetchAll(t, f, repo.URL(), keys, time.Now(), "")
+	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
+		t.Fatalf("a new commit for 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
+	}
+	for _, key := range keys {
+		res := results[key]
+		if res.Commit != second || res.Previous != first || !reflect.DeepEqual(res.ChangedPaths, []string{"apps/1/b.yaml"}) {
+			t.Fatalf("%s after a push: %+v, want %s changing apps/1/b.yaml since %s", key, res, second, first)
+		}
+	}
+
+	// A webhook for all twenty: the listing of the last interval predates
+	// the push, so it is listed again, once.
+	third := repo.CommitStrings("third", map[string]string{"apps/0/a.yaml": "a: 3\n"})
+	before = snapshot(srv)
+	results = fetchAll(t, f, repo.URL(), keys, time.Now().Add(-time.Hour), third)
+	if got := snapshot(srv).since(before); got != (counts{2, 1}) {
+		t.Fatalf("a webhook for 20 keys cost %d listings and %d packs, want 2 and 1", got.listings, got.packs)
+	}
+	for _, key := range keys {
+		if res := results[key]; res.Commit != third {
+			t.Fatalf("%s after a webhook: commit %s, want %s", key, res.Commit, third)
+		}
+	}
+}
+
+func TestAListingIsNotReusedWhenTooOldOrFailed(t *testing.T) {
+	srv := gitserver.New(t, gitserver.WithBasicAuth("alice", "s3cret"))
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	f := NewFetcher(t.TempDir())
+	good, err := AuthFromSecret("ns/creds", map[string][]byte{"username": []byte("alice"), "password": []byte("s3cret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Key: "ns/a", URL: repo.URL(), Ref: Ref{Branch: "main"}, Auth: good}
+	mustFetch(t, f, req)
+
+	// Zero RefsNotBefore: every fetch lists.
+	before := snapshot(srv)
+	mustFetch(t, f, req)
+	mustFetch(t, f, req)
+	if got := snapshot(srv).since(before); got.listings != 2 {
+		t.Fatalf("two fetches without RefsNotBefore cost %d listings, want 2", got.listings)
+	}
+
+	// Anonymous is another source: its failed listing is its own, and is
+	// not kept.
+	anon := Request{Key: "ns/b", URL: repo.URL(), Ref: Ref{Branch: "main"}, RefsNotBefore: time.Now().Add(-time.Hour)}
+	fetchErr(t, f, anon, "requires authentication")
+	requests := len(srv.Requests()) // refused requests are not counted as listings
+	fetchErr(t, f, anon, "requires authentication")
+	if got := len(srv.Requests()) - requests; got != 1 {
+		t.Fatalf("a fetch after a failed listing cost %d requests, want 1 (a failure is not reused)", got)
+	}
+}
+
+func TestSourceIdentity(t *testing.T) {
+	auth := func(secret string, data map[string]string) *Auth {
+		m := map[string][]byte{}
+		for k, v := range data {
+			m[k] = []byte(v)
+		}
+		a, err := AuthFromSecret(secret, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	r, _ := parseRemote("https://git.example.com/org/mono.git")
+	withUser, _ := parseRemote("https://bob:pw@git.example.com/org/mono.git")
+	other, _ := parseRemote("https://git.example.com/org/other.git")
+	alice := auth("a/creds", map[string]string{"username": "alice", "password": "pw"})
+	tests := []struct {
+		name string
+		a, b string
+		same bool
+	}{
+		{"anonymous twice", sourceID(r, nil), sourceID(r, nil), true},
+		{"same credentials from two Secrets", sourceID(r, alice), sourceID(r, auth("b/copy", map[string]string{"username": "alice", "password": "pw"})), true},
+		{"another password", sourceID(r, alice), sourceID(r, auth("a/creds", map[string]string{"username": "alice", "password": "other"})), false},
+		{"a token", sourceID(r, alice), sourceID(r, auth("a/creds", map[string]string{"bearerToken": "alice"})), false},
+		{"anonymous and credentials", sourceID(r, nil), sourceID(r, alice), false},
+		{"credentials in the URL", sourceID(r, nil), sourceID(withUser, nil), false},
+		{"another repository", sourceID(r, nil), sourceID(other, nil), false},
+	}
+	for _, tt := range tests {
+		if (tt.a == tt.b) != tt.same {
+			t.Errorf("%s: ids %s and %s, want same=%v", tt.name, tt.a, tt.b, tt.same)
+		}
+	}
+}
