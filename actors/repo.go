@@ -23,6 +23,8 @@ type (
 	stop      struct{} // the repository was deleted
 	tick      struct{ trigger Trigger }
 	retryTick struct{}
+	// dependencyReady says a GitRepository of spec.dependsOn turned Ready.
+	dependencyReady struct{}
 	// apiBack says the API server answers again (System.WatchAPI).
 	apiBack struct{}
 	// syncDone reports the end of a sync from its goroutine.
@@ -73,6 +75,7 @@ type repoActor struct {
 	retries         backoffState
 	lastRequestedAt string
 	removing        bool
+	waitingDeps     bool // the last sync waits for spec.dependsOn
 
 	poll, drift, retryTimer *time.Timer
 	pollDue, driftDue       time.Time // reported by status: timers do not expose their deadline
@@ -92,6 +95,11 @@ func (a *repoActor) Receive(ctx actor.Context) {
 	case *retryTick:
 		if a.failed != nil {
 			a.trigger(ctx, *a.failed)
+		}
+	case *dependencyReady:
+		if a.waitingDeps {
+			a.stopRetry()
+			a.trigger(ctx, SyncRequest{Trigger: TriggerDependency})
 		}
 	case *apiBack:
 		if a.apiWait && a.failed != nil && a.running == nil {
@@ -276,7 +284,14 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 		return
 	}
 	a.setAPIWait(errors.Is(d.err, ErrAPIUnreachable))
+	a.waitingDeps = errors.Is(d.err, ErrWaiting)
 	switch {
+	case a.waitingDeps:
+		// Woken when a dependency turns Ready; rechecked in case no wake comes.
+		a.retries.reset()
+		a.stopRetry()
+		a.failed = &SyncRequest{Trigger: TriggerDependency}
+		a.retryTimer = a.after(DependencyRecheck, &retryTick{})
 	case d.err == nil:
 		a.retries.reset()
 		a.stopRetry()

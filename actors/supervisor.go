@@ -92,8 +92,32 @@ func (s *supervisor) upsert(ctx actor.Context, repo *v1alpha1.GitRepository) {
 	case c.removing:
 		c.recreate = repo
 	default:
-		c.repo.Store(repo)
+		old := c.repo.Swap(repo)
 		ctx.Send(c.pid, &update{repo: repo})
+		if becameReady(old, repo) {
+			s.wakeDependents(ctx, repo.Key())
+		}
+	}
+}
+
+// becameReady reports a GitRepository that turned Ready, or applied a new
+// commit while Ready: its dependents may go on.
+func becameReady(old, repo *v1alpha1.GitRepository) bool {
+	ready, _ := v1alpha1.DependencyReady(repo)
+	if !ready {
+		return false
+	}
+	wasReady, _ := v1alpha1.DependencyReady(old)
+	return !wasReady || old.Status.LastSyncedCommit != repo.Status.LastSyncedCommit
+}
+
+// wakeDependents tells the repositories whose spec.dependsOn names key;
+// those waiting for it sync.
+func (s *supervisor) wakeDependents(ctx actor.Context, key string) {
+	for _, c := range s.children {
+		if !c.removing && !c.crashed && c.repo.Load().DependsOn(key) {
+			ctx.Send(c.pid, &dependencyReady{})
+		}
 	}
 }
 

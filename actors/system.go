@@ -33,6 +33,9 @@ const (
 	TriggerPoll      Trigger = "poll"
 	TriggerReconcile Trigger = "reconcile"
 	TriggerStartup   Trigger = "startup"
+	// TriggerDependency: a GitRepository this one waits for (spec.dependsOn)
+	// became Ready.
+	TriggerDependency Trigger = "dependency"
 )
 
 // priority orders triggers: a follow-up sync carries the most urgent trigger
@@ -46,7 +49,7 @@ func (t Trigger) priority() int {
 		return 4
 	case TriggerSpec:
 		return 3
-	case TriggerPoll:
+	case TriggerDependency, TriggerPoll:
 		return 2
 	case TriggerReconcile:
 		return 1
@@ -102,12 +105,31 @@ type Memory struct {
 	// RunID is the CDEvents pipelineRun id of an apply that started and has
 	// not finished yet.
 	RunID string
+	// Inputs are the files outside spec.path that the build of Commit read
+	// (kustomize bases elsewhere, link targets), repository-relative; nil
+	// means unknown. A later commit that changes none of them nor anything
+	// under spec.path is only recorded.
+	Inputs []string
+	// LastFetch is when the last fetch began: a poll may reuse a ref
+	// listing of the same remote that another repository started since.
+	LastFetch time.Time
 }
 
 // ErrStalled marks a failed sync that retrying cannot fix (manifests that do
 // not parse at this commit): no retry is scheduled, and the next sync comes
 // from the poll timer, a spec change, a webhook or a manual request.
 var ErrStalled = errors.New("stalled")
+
+// ErrWaiting marks a sync that waits for the GitRepositories of
+// spec.dependsOn to be Ready. It is no failure: no backoff grows. The
+// repository syncs again when one of them turns Ready (System.Upsert of
+// that one wakes it), or after DependencyRecheck at the latest.
+var ErrWaiting = errors.New("waiting for dependencies")
+
+// DependencyRecheck bounds how long a repository waits for its
+// dependencies without being woken (for one outside the watched
+// namespaces, whose status changes the controller does not see).
+const DependencyRecheck = 30 * time.Second
 
 // ErrAPIUnreachable marks a failed sync that could not reach the
 // Kubernetes API server. Besides the backoff retry, such repositories are

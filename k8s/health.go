@@ -58,15 +58,16 @@ func HealthMessage(unhealthy []Unhealthy) string {
 
 // WaitHealthy waits until the applied objects are all Current per kstatus,
 // or until ctx ends, and returns those that are not (nil when all are).
-// Objects are read through client (nil: the Applier's own; pass one that
-// impersonates the repository's service account) and mapped through the
-// Applier's REST mapper. waiting, when not nil, hears once what the first
-// look found unhealthy, so the caller can say what it waits for.
-func (a *Applier) WaitHealthy(ctx context.Context, client dynamic.Interface, refs []v1alpha1.ObjectRef, waiting func([]Unhealthy)) []Unhealthy {
-	if client == nil {
-		client = a.client
+// Objects are read as the ServiceAccount of opts, like Apply writes them,
+// and mapped through the Applier's REST mapper. waiting, when not nil,
+// hears once what the first look found unhealthy, so the caller can say
+// what it waits for.
+func (a *Applier) WaitHealthy(ctx context.Context, refs []v1alpha1.ObjectRef, opts Options, waiting func([]Unhealthy)) ([]Unhealthy, error) {
+	as, err := a.as(opts)
+	if err != nil {
+		return nil, fmt.Errorf("health check: %w", err)
 	}
-	return WaitHealthy(ctx, client, a.mapper, refs, waiting)
+	return WaitHealthy(ctx, as.client, a.mapper, refs, waiting), nil
 }
 
 // WaitHealthy is Applier.WaitHealthy for any client and mapper. An object

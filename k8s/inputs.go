@@ -7,19 +7,22 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/false-systems/alumiini/k8s/sops"
 )
 
-// LoadManifestsReading is LoadManifestsIn that also returns the files
+// LoadManifestsReading is LoadManifestsDecrypting that also returns the files
 // outside dir that the build read or looked for, relative to root,
 // slash-separated and sorted (never nil): what, besides the files under
 // dir, a commit must change to change the objects (a kustomize base
 // elsewhere in the repository, a symbolic link's target). Both the path as
 // named and its target are listed.
-func LoadManifestsReading(root, dir string) ([]*unstructured.Unstructured, []error, []string) {
+func LoadManifestsReading(root, dir string, dec *sops.Decryptor) ([]*unstructured.Unstructured, []error, []string) {
 	l, err := newLoader(root, dir)
 	if err != nil {
 		return nil, []error{err}, nil
 	}
+	l.dec = dec
 	l.reads = map[string]bool{}
 	l.walk(l.dir)
 	inside := filepath.ToSlash(relTo(l.root, l.dir))

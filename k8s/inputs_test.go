@@ -23,7 +23,7 @@ func TestLoadManifestsReadingListsWhatTheBuildRead(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	objs, errs, read := LoadManifestsReading(root, filepath.Join(root, "apps/a"))
+	objs, errs, read := LoadManifestsReading(root, filepath.Join(root, "apps/a"), nil)
 	if len(errs) > 0 || !slices.Equal(names(objs), []string{"ConfigMap/web", "ConfigMap/a"}) {
 		t.Fatalf("kustomize build: objects %v, errors %v", names(objs), errs)
 	}
@@ -38,11 +38,11 @@ func TestLoadManifestsReadingListsWhatTheBuildRead(t *testing.T) {
 		}
 	}
 
-	_, errs, read = LoadManifestsReading(root, filepath.Join(root, "apps/c"))
+	_, errs, read = LoadManifestsReading(root, filepath.Join(root, "apps/c"), nil)
 	if len(errs) > 0 || !slices.Equal(read, []string{"shared/s.yaml"}) {
 		t.Fatalf("plain files: read %v (errors %v), want the symbolic link's target only", read, errs)
 	}
-	if _, _, read = LoadManifestsReading(root, root); read == nil || len(read) != 0 {
+	if _, _, read = LoadManifestsReading(root, root, nil); read == nil || len(read) != 0 {
 		t.Fatalf("the whole repository: read %v, want empty (every change counts)", read)
 	}
 

@@ -121,7 +121,6 @@ func readyCondition(repo *v1alpha1.GitRepository) metav1.Condition {
 // available (the control plane runs no controllers) fails the sync by name
 // after spec.timeout, and the CDEvent outcome follows.
 func TestWaitGatesReadyOnHealthyObjects(t *testing.T) {
-	t.Skip("not wired yet: await step (spec.wait) (issue 19)")
 	ns := env.Namespace(t)
 	gizmos := gizmoCRD(t, ns)
 	// The Gizmo exists, not Ready, before the repository takes it over.
@@ -188,7 +187,6 @@ spec:
 // becoming Ready (its own poll interval is an hour), and a cycle is
 // refused naming it.
 func TestDependsOnWaitsAndWakes(t *testing.T) {
-	t.Skip("not wired yet: dependencies step and supervisor wake (issue 19)")
 	ns := env.Namespace(t)
 	srv := gitserver.New(t)
 	crds := srv.CreateRepo(t, "crds")
@@ -237,7 +235,6 @@ func TestDependsOnWaitsAndWakes(t *testing.T) {
 // commit as seen with no apply, Event or CDEvent. The shared source fetches
 // each commit once.
 func TestMonorepoCommitsOutsideTheInputsAreOnlyRecorded(t *testing.T) {
-	t.Skip("not wired yet: skipUnrelated step (issue 19)")
 	ns := env.Namespace(t)
 	srv := gitserver.New(t)
 	mono := srv.CreateRepo(t, "mono")
@@ -298,7 +295,6 @@ func TestMonorepoCommitsOutsideTheInputsAreOnlyRecorded(t *testing.T) {
 // one ref listing per interval and one fetch per commit, and one webhook
 // syncs all of them.
 func TestOneSourceForManyRepositories(t *testing.T) {
-	t.Skip("not wired yet: RefsNotBefore from the fetch step (issue 19)")
 	const n = 12
 	ns := env.Namespace(t)
 	srv := gitserver.New(t)

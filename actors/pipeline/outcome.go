@@ -29,6 +29,9 @@ const (
 	Failed                       // stopped short or some objects failed: retried with backoff
 	Stalled                      // manifests do not parse at this commit: no retry until git, the spec or a person acts
 	Unrecorded                   // applied, but the status write failed: retried, which writes it
+	Unrelated                    // a new commit that changes no file this repository builds from: recorded only
+	Waiting                      // spec.dependsOn not Ready: woken when it is
+	Refused                      // spec.dependsOn makes a cycle: no retry until a spec changes
 	DriftSkipped                 // drift check of a repository with drift: Ignore, or invalid manifests
 	DriftInSync                  // the cluster matches git
 	DriftCorrected               // drift found and corrected
@@ -71,6 +74,9 @@ var effects = map[Kind]effect{
 	Failed:           {metric: "failure", log: "sync failed", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
 	Stalled:          {metric: "failure", log: "sync stalled", eventType: corev1.EventTypeWarning, cdevents: []cdevents.Kind{cdevents.DeploymentFailed}, level: zapcore.WarnLevel, status: failedStatus},
 	Unrecorded:       {metric: "failure", log: "applied but not recorded", level: zapcore.WarnLevel},
+	Unrelated:        {metric: "unrelated", log: "commit recorded without apply", level: zapcore.DebugLevel, status: unrelatedStatus},
+	Waiting:          {metric: "waiting", log: "waiting for dependencies", level: zapcore.InfoLevel, status: waitingStatus},
+	Refused:          {metric: "failure", log: "sync refused", eventType: corev1.EventTypeWarning, level: zapcore.WarnLevel, status: failedStatus},
 	DriftSkipped:     {metric: "drift", log: "drift check skipped", level: zapcore.DebugLevel},
 	DriftInSync:      {metric: "drift", log: "drift check", level: zapcore.DebugLevel, status: driftStatus(false)},
 	DriftCorrected:   {metric: "drift", log: "drift check", eventType: corev1.EventTypeNormal, eventReason: "DriftCorrected", cdevents: []cdevents.Kind{cdevents.DriftDetected, cdevents.DriftCorrected}, level: zapcore.InfoLevel, status: driftStatus(false)},
@@ -178,8 +184,10 @@ func (s *syncState) outcomeError(o *Outcome) error {
 			return fmt.Errorf("%w: %w: %s", errSyncFailed, actors.ErrAPIUnreachable, o.Message)
 		}
 		return fmt.Errorf("%w: %s", errSyncFailed, o.Message)
-	case Stalled:
+	case Stalled, Refused:
 		return fmt.Errorf("%w: %w: %s", errSyncFailed, actors.ErrStalled, o.Message)
+	case Waiting:
+		return fmt.Errorf("%w: %s", actors.ErrWaiting, o.Message)
 	case Unrecorded, DriftFailed:
 		if o.APIDown {
 			return fmt.Errorf("%w: %w", actors.ErrAPIUnreachable, o.Err)

@@ -34,6 +34,7 @@ type Source interface {
 type Applier interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error)
 	Drift(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options, mode v1alpha1.DriftMode) (k8s.DriftResult, error)
+	WaitHealthy(ctx context.Context, refs []v1alpha1.ObjectRef, opts k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error)
 }
 
 // StatusWriter reads a GitRepository and writes its status
@@ -63,8 +64,9 @@ type HashStore interface {
 	Put(ctx context.Context, key string, e cache.Entry) error
 }
 
-// Loader parses the manifests under dir, never reading outside root.
-type Loader func(root, dir string) ([]*unstructured.Unstructured, []error)
+// Loader parses the manifests under dir, never reading outside root, and
+// lists the files outside dir that it read (nil: unknown).
+type Loader func(root, dir string) ([]*unstructured.Unstructured, []error, []string)
 
 // Pipeline runs syncs. One Pipeline serves every repository concurrently
 // and holds no per-repository state: that is the actor's Memory.
@@ -78,7 +80,7 @@ type Pipeline struct {
 	Events   Emitter
 	Metrics  *metrics.Metrics
 	Logger   *zap.Logger
-	Load     Loader // nil: k8s.LoadManifestsIn
+	Load     Loader // nil: k8s.LoadManifestsReading
 	// WebhookRetries bounds how often a fetch is retried when a webhook named
 	// a commit the remote does not show yet (replication lag at the host).
 	WebhookRetries int
@@ -98,20 +100,21 @@ var _ actors.Syncer = (*Pipeline)(nil)
 // or the Outcome that ends the sync.
 type step func(ctx context.Context, s *syncState) *Outcome
 
-// syncSteps is the sync, in order. Later steps slot in with one line each:
-// skipUnrelated after skipStalled (a monorepo commit that changes nothing
-// under spec.path), dependencies before apply (spec.dependsOn Ready), await
-// after apply (spec.wait health check).
+// syncSteps is the sync, in order.
 var syncSteps = []step{
 	pending,       // a new repository says Pending
-	fetch,         // ls-remote; fetch when the remote moved
+	fetch,         // ls-remote (shared per remote); fetch when the remote moved
 	skipUnchanged, // the cluster holds this commit and generation (a reconcile runs driftSteps)
+	skipUnrelated, // the new commit changes no file this repository builds from
+	fetched,       // a new commit: repository fetched
+	dependencies,  // spec.dependsOn: wait until each is Ready; refuse a cycle
 	skipStalled,   // the manifests at this commit and generation do not parse
 	readStatus,    // the status (and the inventory pruning trusts) as the API server has it
 	announce,      // Syncing; deployment started
 	load,          // parse the checkout; choose the hashes to trust
 	apply,         // server-side apply what changed, then prune
-	record,        // hand the hashes to the Memory and the cache
+	record,        // hand the hashes and inputs to the Memory and the cache
+	await,         // spec.wait: until the applied objects are healthy
 	judge,         // Applied, Failed or Stalled
 }
 
@@ -127,8 +130,10 @@ type syncState struct {
 	fetch     gitsrc.Result
 	objs      []*unstructured.Unstructured
 	parseErrs []error
+	inputs    []string          // files outside spec.path the build read; nil: unknown
 	hashes    map[string]string // of the last apply, trusted for this one
 	result    k8s.Result
+	healthy   bool // await saw every applied object healthy
 }
 
 // Sync runs one sync of repo for req, starting from mem, and returns the
@@ -168,9 +173,10 @@ func (s *syncState) recall(ctx context.Context) {
 }
 
 // remember keeps what the cluster now holds, in the Memory and in the
-// cache actor's crash copy.
-func (s *syncState) remember(ctx context.Context, commit string, hashes map[string]string) {
-	s.mem.Commit, s.mem.Generation, s.mem.Hashes = commit, s.repo.Generation, hashes
+// cache actor's crash copy (which keeps no inputs: after a restart the
+// first new commit applies).
+func (s *syncState) remember(ctx context.Context, commit string, hashes map[string]string, inputs []string) {
+	s.mem.Commit, s.mem.Generation, s.mem.Hashes, s.mem.Inputs = commit, s.repo.Generation, hashes, inputs
 	if s.p.Cache == nil {
 		return
 	}

@@ -9,9 +9,13 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
 
-// appliedStatus records an Applied outcome. Ready means applied, no more:
-// workload health is not checked until spec.wait exists.
+// appliedStatus records an Applied outcome. Ready means applied, and with
+// spec.wait also healthy.
 func appliedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
+	reason := "Applied"
+	if s.healthy {
+		reason = "Healthy"
+	}
 	s.concluded(o, st)
 	now := metaNow()
 	st.Phase = v1alpha1.PhaseSynced
@@ -19,12 +23,16 @@ func appliedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	st.LastSyncedShortCommit = short(s.fetch.Commit)
 	st.LastSyncTime = &now
 	st.Message = o.Message
-	setCondition(st, v1alpha1.ConditionReady, true, "Applied", o.Message, s.repo.Generation)
+	setCondition(st, v1alpha1.ConditionReady, true, reason, o.Message, s.repo.Generation)
 	dropCondition(st, v1alpha1.ConditionStalled)
 	dropCondition(st, v1alpha1.ConditionReconciling)
 }
 
-// failedStatus records a Failed or Stalled outcome.
+// reasonInvalidManifests is the Stalled condition's reason for manifests
+// that do not parse: skipStalled skips only those.
+const reasonInvalidManifests = "InvalidManifests"
+
+// failedStatus records a Failed, Stalled or Refused outcome.
 func failedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	if o.Result != nil {
 		s.concluded(o, st) // the apply ran to its end
@@ -39,7 +47,10 @@ func failedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	setCondition(st, v1alpha1.ConditionReady, false, o.Reason, o.Message, s.repo.Generation)
 	switch {
 	case o.Kind == Stalled:
-		setCondition(st, v1alpha1.ConditionStalled, true, "InvalidManifests", o.Message, s.repo.Generation)
+		setCondition(st, v1alpha1.ConditionStalled, true, reasonInvalidManifests, o.Message, s.repo.Generation)
+		dropCondition(st, v1alpha1.ConditionReconciling)
+	case o.Kind == Refused:
+		setCondition(st, v1alpha1.ConditionStalled, true, o.Reason, o.Message, s.repo.Generation)
 		dropCondition(st, v1alpha1.ConditionReconciling)
 	case o.Result != nil:
 		dropCondition(st, v1alpha1.ConditionStalled)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/false-systems/alumiini/actors"
@@ -48,15 +49,16 @@ func fetch(ctx context.Context, s *syncState) *Outcome {
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		s.fetch, err = s.p.Source.Fetch(ctx, req)
+		req.RefsNotBefore = start // a retry wants a listing newer than this one
+		if err == nil {
+			s.mem.LastFetch = start
+		}
 		s.p.Metrics.Fetch(fetchOutcome(s.fetch, err), time.Since(start))
 		if err != nil {
 			if ref := s.repo.Spec.SecretRef; ref != nil {
 				s.p.Secrets.Forget(s.repo.Namespace, ref.Name) // it may have been rotated
 			}
 			return failed("FetchFailed", fmt.Errorf("fetch %s: %w", ref, err))
-		}
-		if !s.fetch.Unchanged {
-			s.emit(cdevents.Event{Kind: cdevents.RepositoryFetched})
 		}
 		if s.req.Commit == "" || s.req.Commit == s.fetch.Commit || attempt >= s.p.WebhookRetries || ref.Commit != "" {
 			s.log = s.log.With(zap.String("commit", s.fetch.Commit))
@@ -70,6 +72,14 @@ func fetch(ctx context.Context, s *syncState) *Outcome {
 		}
 		delay *= 2
 	}
+}
+
+// fetched announces a new commit that concerns this repository.
+func fetched(_ context.Context, s *syncState) *Outcome {
+	if !s.fetch.Unchanged {
+		s.emit(cdevents.Event{Kind: cdevents.RepositoryFetched})
+	}
+	return nil
 }
 
 // gitRequest builds the fetch request, with the credentials of
@@ -92,7 +102,8 @@ func (s *syncState) gitRequest(ctx context.Context) (gitsrc.Request, *Outcome) {
 	}
 	ref := spec.GitRef()
 	return gitsrc.Request{Key: s.repo.Key(), URL: spec.URL, Path: spec.Path, Auth: auth,
-		Ref: gitsrc.Ref{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit}}, nil
+		Ref:           gitsrc.Ref{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit},
+		RefsNotBefore: s.refsNotBefore(), Expect: s.req.Commit}, nil
 }
 
 func fetchOutcome(res gitsrc.Result, err error) string {
@@ -125,7 +136,8 @@ func skipUnchanged(ctx context.Context, s *syncState) *Outcome {
 // changes, or a person asks.
 func skipStalled(_ context.Context, s *syncState) *Outcome {
 	st := s.status()
-	if st.Phase != v1alpha1.PhaseFailed || !meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionStalled) ||
+	stalled := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionStalled)
+	if st.Phase != v1alpha1.PhaseFailed || stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != reasonInvalidManifests ||
 		st.LastAttemptedCommit != s.fetch.Commit || st.ObservedGeneration != s.repo.Generation || s.manual() {
 		return nil
 	}
@@ -179,15 +191,21 @@ func load(ctx context.Context, s *syncState) *Outcome {
 	return nil
 }
 
+// parse loads the checkout, noting in s.inputs what the build read
+// outside spec.path.
 func (s *syncState) parse(ctx context.Context) ([]*unstructured.Unstructured, []error) {
+	var objs []*unstructured.Unstructured
+	var errs []error
 	if s.p.Load != nil {
-		return s.p.Load(s.fetch.Root, s.fetch.Dir)
+		objs, errs, s.inputs = s.p.Load(s.fetch.Root, s.fetch.Dir)
+		return objs, errs
 	}
 	dec, err := s.decryptor(ctx)
 	if err != nil {
 		return nil, []error{err}
 	}
-	return k8s.LoadManifestsDecrypting(s.fetch.Root, s.fetch.Dir, dec)
+	objs, errs, s.inputs = k8s.LoadManifestsReading(s.fetch.Root, s.fetch.Dir, dec)
+	return objs, errs
 }
 
 // decryptor builds the SOPS keys of spec.decryption from its Secret, or
@@ -222,7 +240,7 @@ func apply(ctx context.Context, s *syncState) *Outcome {
 	if err != nil {
 		// Some objects may have been sent: the old hashes no longer say what
 		// the cluster holds, so the next sync sends everything.
-		s.remember(ctx, "", nil)
+		s.remember(ctx, "", nil, nil)
 		o := kubeFailed("ApplyFailed", fmt.Errorf("apply commit %s: %w", short(s.fetch.Commit), err))
 		// Whatever was applied before the failure is in the inventory: keep
 		// it, so that it can be pruned later.
@@ -253,9 +271,14 @@ func (s *syncState) options() k8s.Options {
 	return opts
 }
 
-// record keeps the hashes of what was applied, for the next sync.
+// record keeps the hashes of what was applied, for the next sync, and the
+// files the build read when it read them all.
 func record(ctx context.Context, s *syncState) *Outcome {
-	s.remember(ctx, s.fetch.Commit, s.result.Hashes)
+	inputs := s.inputs
+	if len(s.parseErrs) > 0 {
+		inputs = nil
+	}
+	s.remember(ctx, s.fetch.Commit, s.result.Hashes, inputs)
 	return nil
 }
 
@@ -277,6 +300,9 @@ func judge(_ context.Context, s *syncState) *Outcome {
 	default:
 		o.Reason = "Synced"
 		o.Message = fmt.Sprintf("Applied commit %s: %s.", short(s.fetch.Commit), counts(res))
+		if s.healthy {
+			o.Message += fmt.Sprintf(" All %d object(s) are healthy.", len(res.Inventory))
+		}
 		return o
 	}
 	o.Message = failureMessage(s.fetch.Commit, o.Problems, len(s.parseErrs) > 0)

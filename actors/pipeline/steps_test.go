@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -32,13 +33,17 @@ type fakeSource struct {
 	commit, checkedOut string
 	err                error
 	dropped            []string // symlinks gitsrc removed
+	changed            []string // paths the new commit changes; nil: unknown
+	last               gitsrc.Request
 }
 
-func (f *fakeSource) Fetch(context.Context, gitsrc.Request) (gitsrc.Result, error) {
+func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result, error) {
+	f.last = req
 	if f.err != nil {
 		return gitsrc.Result{}, f.err
 	}
-	res := gitsrc.Result{Commit: f.commit, Unchanged: f.commit == f.checkedOut, Dir: "/co", Root: "/co", DroppedLinks: f.dropped}
+	res := gitsrc.Result{Commit: f.commit, Unchanged: f.commit == f.checkedOut, Dir: "/co", Root: "/co", DroppedLinks: f.dropped,
+		Previous: f.checkedOut, ChangedPaths: f.changed}
 	f.checkedOut = f.commit
 	return res, nil
 }
@@ -49,7 +54,17 @@ type fakeApplier struct {
 	drift      k8s.DriftResult
 	applies    int
 	lastHashes map[string]string
-	lastPrune  bool // !SkipPrune of the last Apply
+	lastPrune  bool            // !SkipPrune of the last Apply
+	unhealthy  []k8s.Unhealthy // what WaitHealthy returns
+	waited     int
+}
+
+func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error) {
+	f.waited++
+	if len(f.unhealthy) > 0 {
+		waiting(f.unhealthy)
+	}
+	return f.unhealthy, nil
 }
 
 func (f *fakeApplier) Apply(_ context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
@@ -68,11 +83,18 @@ type fakeStatus struct {
 	writeErr error
 	writes   int
 	gets     int
+	others   map[string]*v1alpha1.GitRepository // other GitRepositories, by key
 }
 
-func (f *fakeStatus) Get(context.Context, string, string) (*v1alpha1.GitRepository, error) {
+func (f *fakeStatus) Get(_ context.Context, ns, name string) (*v1alpha1.GitRepository, error) {
 	f.gets++
-	return &v1alpha1.GitRepository{Status: *f.server.DeepCopy()}, nil
+	if ns+"/"+name == "ns/app" {
+		return &v1alpha1.GitRepository{Status: *f.server.DeepCopy()}, nil
+	}
+	if r, ok := f.others[ns+"/"+name]; ok {
+		return r.DeepCopy(), nil
+	}
+	return nil, apierrors.NewNotFound(v1alpha1.GitRepositoryResource.GroupResource(), name)
 }
 
 func (f *fakeStatus) Write(_ context.Context, repo *v1alpha1.GitRepository, st v1alpha1.GitRepositoryStatus) (bool, error) {
@@ -115,6 +137,8 @@ type rig struct {
 	rec     *fakeRecorder
 	emitter *fakeEmitter
 	parse   []error
+	inputs  []string // what the fake build read outside spec.path
+	repo    *v1alpha1.GitRepository
 }
 
 func newRig() *rig {
@@ -124,15 +148,15 @@ func newRig() *rig {
 		Inventory: []v1alpha1.ObjectRef{{Kind: "ConfigMap", Name: "a"}}, Hashes: map[string]string{"a": "h1"}}
 	r.p = &Pipeline{Source: r.source, Applier: r.applier, Status: r.status, Recorder: r.rec, Events: r.emitter,
 		Metrics: metrics.New(nil), Logger: zap.NewNop(),
-		Load: func(string, string) ([]*unstructured.Unstructured, []error) { return nil, r.parse }}
+		Load: func(string, string) ([]*unstructured.Unstructured, []error, []string) { return nil, r.parse, r.inputs }}
+	r.repo = &v1alpha1.GitRepository{Spec: v1alpha1.GitRepositorySpec{URL: "https://git.example/r.git"}}
+	r.repo.Namespace, r.repo.Name, r.repo.Generation = "ns", "app", 1
 	return r
 }
 
 func (r *rig) sync(t *testing.T, trigger actors.Trigger, mem actors.Memory) (actors.Memory, error) {
 	t.Helper()
-	repo := &v1alpha1.GitRepository{Spec: v1alpha1.GitRepositorySpec{URL: "https://git.example/r.git"}}
-	repo.Namespace, repo.Name, repo.Generation = "ns", "app", 1
-	return r.p.Sync(context.Background(), repo, actors.SyncRequest{Trigger: trigger}, mem)
+	return r.p.Sync(context.Background(), r.repo.DeepCopy(), actors.SyncRequest{Trigger: trigger}, mem)
 }
 
 func condition(st *v1alpha1.GitRepositoryStatus, typ string) string {

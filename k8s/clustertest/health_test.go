@@ -41,7 +41,7 @@ spec:
 	defer cancel()
 	start := time.Now()
 	var first []k8s.Unhealthy
-	bad := a.WaitHealthy(wait, nil, res.Inventory, func(u []k8s.Unhealthy) { first = append(first, u...) })
+	bad, _ := a.WaitHealthy(wait, res.Inventory, k8s.Options{}, func(u []k8s.Unhealthy) { first = append(first, u...) })
 	if took := time.Since(start); took < time.Second || took > 10*time.Second {
 		t.Errorf("WaitHealthy returned after %v, want it to wait until the 1.5s deadline", took)
 	}
@@ -107,14 +107,14 @@ spec:
 	setReady("False")
 	short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	if bad := a.WaitHealthy(short, nil, res.Inventory, nil); len(bad) != 1 || bad[0].Ref.Kind != "Gizmo" || !strings.Contains(bad[0].Message, "gizmo is False") {
+	if bad, _ := a.WaitHealthy(short, res.Inventory, k8s.Options{}, nil); len(bad) != 1 || bad[0].Ref.Kind != "Gizmo" || !strings.Contains(bad[0].Message, "gizmo is False") {
 		t.Fatalf("with Ready=False: unhealthy = %+v, want the Gizmo with its condition's message", bad)
 	}
 
 	done := make(chan []k8s.Unhealthy, 1)
 	long, cancelLong := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelLong()
-	go func() { done <- a.WaitHealthy(long, nil, res.Inventory, nil) }()
+	go func() { bad, _ := a.WaitHealthy(long, res.Inventory, k8s.Options{}, nil); done <- bad }()
 	setReady("True")
 	select {
 	case bad := <-done:

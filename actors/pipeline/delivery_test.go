@@ -1,0 +1,162 @@
+package pipeline
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/false-systems/alumiini/actors"
+	"github.com/false-systems/alumiini/crd/v1alpha1"
+	"github.com/false-systems/alumiini/k8s"
+)
+
+// A commit that changes nothing the build read is recorded as seen: no
+// apply, Event or CDEvent, the status moves to the commit and keeps its
+// message. One that changes a file read outside spec.path applies.
+func TestUnrelatedCommitsAreOnlyRecorded(t *testing.T) {
+	r := newRig()
+	r.repo.Spec.Path = "apps/a"
+	r.inputs = []string{"bases/web/web.yaml"}
+	mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	message, events, cdev := r.status.server.Message, len(r.rec.events), len(r.emitter.events)
+
+	r.source.commit, r.source.changed = "c2c2c2c2c2", []string{"apps/b/b.yaml", "README.md"}
+	mem, err = r.sync(t, actors.TriggerPoll, mem)
+	st := r.status.server
+	if err != nil || r.applier.applies != 1 || st.LastSyncedCommit != "c2c2c2c2c2" || st.Message != message {
+		t.Fatalf("unrelated commit: err %v, %d applies, synced %s, message %q; want recorded only", err, r.applier.applies, st.LastSyncedCommit, st.Message)
+	}
+	if len(r.rec.events) != events || len(r.emitter.events) != cdev {
+		t.Fatalf("unrelated commit sent %d Event(s) and %d CDEvent(s)", len(r.rec.events)-events, len(r.emitter.events)-cdev)
+	}
+	if mem.Commit != "c2c2c2c2c2" || mem.Hashes["a"] != "h1" {
+		t.Fatalf("Memory %s %v, want the new commit with the hashes kept", mem.Commit, mem.Hashes)
+	}
+
+	steps := []struct {
+		commit  string
+		changed []string
+	}{
+		{"c3c3c3c3c3", []string{"bases/web/web.yaml"}}, // a base the build read
+		{"c4c4c4c4c4", []string{"apps/a/a.yaml"}},      // under spec.path
+		{"c5c5c5c5c5", nil},                            // unknown
+	}
+	for i, step := range steps {
+		r.source.commit, r.source.changed = step.commit, step.changed
+		if mem, err = r.sync(t, actors.TriggerPoll, mem); err != nil || r.applier.applies != 2+i {
+			t.Fatalf("%s changing %v: err %v, %d applies; want an apply", step.commit, step.changed, err, r.applier.applies)
+		}
+	}
+}
+
+func TestDependencies(t *testing.T) {
+	ready := func(name string, deps ...string) *v1alpha1.GitRepository {
+		g := &v1alpha1.GitRepository{}
+		g.Namespace, g.Name, g.Generation = "ns", name, 1
+		for _, d := range deps {
+			g.Spec.DependsOn = append(g.Spec.DependsOn, v1alpha1.DependencyReference{Name: d})
+		}
+		g.Status = v1alpha1.GitRepositoryStatus{Phase: v1alpha1.PhaseSynced, ObservedGeneration: 1, LastSyncedCommit: "x", LastAttemptedCommit: "x",
+			Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, ObservedGeneration: 1}}}
+		return g
+	}
+	failing := ready("db")
+	failing.Status.Phase, failing.Status.Message = v1alpha1.PhaseFailed, "Fetch failed."
+	tests := []struct {
+		name    string
+		others  []*v1alpha1.GitRepository
+		wantErr error
+		phase   v1alpha1.Phase
+		message string
+	}{
+		{"missing", nil, actors.ErrWaiting, v1alpha1.PhasePending, "Waiting for ns/db, which does not exist."},
+		{"failing", []*v1alpha1.GitRepository{failing}, actors.ErrWaiting, v1alpha1.PhasePending, "Waiting for ns/db, which failed: Fetch failed."},
+		{"ready", []*v1alpha1.GitRepository{ready("db")}, nil, v1alpha1.PhaseSynced, "Applied commit"},
+		{"cycle", []*v1alpha1.GitRepository{ready("db", "cache"), ready("cache", "app")}, actors.ErrStalled, v1alpha1.PhaseFailed,
+			"ns/app → ns/db → ns/cache → ns/app"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig()
+			r.repo.Spec.DependsOn = []v1alpha1.DependencyReference{{Name: "db"}}
+			r.status.others = map[string]*v1alpha1.GitRepository{}
+			for _, o := range tt.others {
+				r.status.others[o.Key()] = o
+			}
+			_, err := r.sync(t, actors.TriggerPoll, actors.Memory{})
+			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			st := r.status.server
+			if st.Phase != tt.phase || !strings.Contains(st.Message, tt.message) {
+				t.Fatalf("status %s %q, want %s %q", st.Phase, st.Message, tt.phase, tt.message)
+			}
+			if applied := r.applier.applies > 0; applied != (tt.wantErr == nil) {
+				t.Fatalf("%d applies with error %v", r.applier.applies, err)
+			}
+		})
+	}
+}
+
+func TestAwaitGatesReady(t *testing.T) {
+	r := newRig()
+	r.repo.Spec.Wait = true
+	if _, err := r.sync(t, actors.TriggerPoll, actors.Memory{}); err != nil {
+		t.Fatal(err)
+	}
+	st := r.status.server
+	if condition(&st, v1alpha1.ConditionReady) != "True/Healthy" || !strings.Contains(st.Message, "healthy") {
+		t.Fatalf("healthy: Ready %s %q", condition(&st, v1alpha1.ConditionReady), st.Message)
+	}
+
+	r = newRig()
+	r.repo.Spec.Wait = true
+	r.applier.unhealthy = []k8s.Unhealthy{{Ref: v1alpha1.ObjectRef{Kind: "Deployment", Namespace: "ns", Name: "web"}, Status: "InProgress", Message: "0 of 2 available"}}
+	mem, err := r.sync(t, actors.TriggerPoll, actors.Memory{})
+	st = r.status.server
+	if !errors.Is(err, errSyncFailed) || st.Phase != v1alpha1.PhaseFailed || st.LastSyncedCommit != "" {
+		t.Fatalf("unhealthy: err %v, phase %s, synced %q; want a failure, the commit not synced", err, st.Phase, st.LastSyncedCommit)
+	}
+	if c := condition(&st, v1alpha1.ConditionReady); c != "False/Unhealthy" || !strings.Contains(st.Message, "Deployment ns/web is InProgress: 0 of 2 available") {
+		t.Fatalf("unhealthy: Ready %s %q", c, st.Message)
+	}
+	if len(st.Inventory) != 1 || mem.Hashes == nil {
+		t.Fatalf("inventory %v, hashes %v: what was applied must stay prunable and not be sent again", st.Inventory, mem.Hashes)
+	}
+	// The retry sends nothing new and waits again.
+	r.applier.unhealthy = nil
+	if _, err := r.sync(t, actors.TriggerPoll, mem); err != nil || r.applier.waited != 2 || r.applier.lastHashes["a"] != "h1" {
+		t.Fatalf("retry: err %v, %d waits, hashes %v", err, r.applier.waited, r.applier.lastHashes)
+	}
+	if r.status.server.LastSyncedCommit != r.source.commit {
+		t.Fatalf("healthy retry did not record commit %s", r.source.commit)
+	}
+}
+
+func TestListingFreshness(t *testing.T) {
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		trigger   actors.Trigger
+		lastFetch time.Time
+		want      time.Time
+	}{
+		{actors.TriggerPoll, start.Add(-30 * time.Second), start.Add(-30 * time.Second)}, // since my last fetch
+		{actors.TriggerPoll, time.Time{}, start.Add(-time.Minute)},                       // within one interval
+		{actors.TriggerWebhook, start.Add(-2 * time.Hour), start.Add(-time.Minute)},
+		{actors.TriggerManual, start.Add(-30 * time.Second), time.Time{}}, // always afresh
+		{actors.TriggerSpec, start.Add(-30 * time.Second), time.Time{}},
+	}
+	for _, tt := range tests {
+		repo := &v1alpha1.GitRepository{Spec: v1alpha1.GitRepositorySpec{Interval: metav1.Duration{Duration: time.Minute}}}
+		s := &syncState{repo: repo, req: actors.SyncRequest{Trigger: tt.trigger}, mem: actors.Memory{LastFetch: tt.lastFetch}, start: start}
+		if got := s.refsNotBefore(); !got.Equal(tt.want) {
+			t.Errorf("%s after %v: %v, want %v", tt.trigger, tt.lastFetch, got, tt.want)
+		}
+	}
+}
