@@ -85,8 +85,11 @@ lint:
 
 # run: the controller against the current cluster, or against a local control
 # plane it starts (with an example GitRepository) when none answers.
+# run: built, not `go run`, because go run exits 1 after a Ctrl-C even when
+# the program stopped cleanly.
 run: build
-	go run ./test/devcluster --bin $(BIN) $(RUN_ARGS)
+	go build -o bin/devcluster ./test/devcluster
+	bin/devcluster --bin $(BIN) $(RUN_ARGS)
 
 deploy:
 	kubectl apply -k deploy/

@@ -82,16 +82,28 @@ func TestMakeRunWithoutACluster(t *testing.T) {
 		}
 		done <- cmd.Wait()
 	}()
+	var waitErr error
 	select {
-	case <-done:
+	case waitErr = <-done:
 	case <-time.After(60 * time.Second):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		t.Fatalf("make run did not stop within 60s of Ctrl-C:\n%s", strings.Join(seen, "\n"))
 	}
 	out := strings.Join(seen, "\n")
-	for _, want := range []string{"starting a local control plane", "kubectl get gitrepositories", "Stopping the local control plane"} {
+	for _, want := range []string{"starting a local control plane", "kubectl get gitrepositories", "Stopping the local control plane", "Stopped: "} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("make run output lacks %q:\n%s", want, out)
 		}
+	}
+	for _, bad := range []string{"context canceled", "exit status", "Error 1", "make run:"} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("make run reported %q after a clean Ctrl-C:\n%s", bad, out)
+		}
+	}
+	// make itself got the SIGINT too: it exits 0, or by that signal as
+	// every program does on Ctrl-C (the shell shows 130), never with an
+	// error status of its own.
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); waitErr != nil && (!ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT) {
+		t.Fatalf("make run ended with %v after Ctrl-C, want exit 0 (or SIGINT itself)", waitErr)
 	}
 }

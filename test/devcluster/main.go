@@ -38,7 +38,13 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *state, flag.Args()); err != nil {
+	err := run(ctx, *bin, *state, flag.Args())
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		// Ctrl-C is the normal way out: everything stopped cleanly.
+		fmt.Println("Stopped: the controller and everything make run started have exited.")
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
 	}
@@ -84,6 +90,8 @@ func run(ctx context.Context, bin, state string, extra []string) error {
 		}
 		return fmt.Errorf("controller exited: %v", err)
 	case <-ctx.Done():
+		// After a clean exit on SIGTERM, Wait reports the context's error;
+		// an exit status of the controller's own is returned as it is.
 		return <-done
 	}
 }
