@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/false-systems/alumiini/actors"
+	"github.com/false-systems/alumiini/actors/view"
 )
 
 // server is one of the process's HTTP listeners.
@@ -130,51 +130,21 @@ func (v *actorView) stopped(key string) {
 	v.mu.Unlock()
 }
 
-// RepositoryView is the JSON of one repository actor.
-type RepositoryView struct {
-	Namespace       string     `json:"namespace"`
-	Name            string     `json:"name"`
-	State           string     `json:"state"`
-	PendingFollowUp bool       `json:"pendingFollowUp"`
-	Restarts        int        `json:"restarts"`
-	Syncs           int        `json:"syncs"`
-	Generation      int64      `json:"generation"`
-	LastTrigger     string     `json:"lastTrigger,omitempty"`
-	LastError       string     `json:"lastError,omitempty"`
-	NextPoll        *time.Time `json:"nextPoll,omitempty"`
-	NextDriftCheck  *time.Time `json:"nextDriftCheck,omitempty"`
-}
-
-func (v *actorView) view(ctx context.Context, key string) (RepositoryView, error) {
+func (v *actorView) view(ctx context.Context, key string) (view.Repository, error) {
 	v.mu.RLock()
 	sys, restarts := v.sys, v.restarts[key]
 	v.mu.RUnlock()
 	if sys == nil {
-		return RepositoryView{}, errNotLeading
+		return view.Repository{}, errNotLeading
 	}
 	st, err := sys.Status(ctx, key)
 	if err != nil {
-		return RepositoryView{}, err
+		return view.Repository{}, err
 	}
-	ns, name, _ := strings.Cut(key, "/")
-	rv := RepositoryView{Namespace: ns, Name: name, State: string(st.State), PendingFollowUp: st.Pending,
-		Restarts: restarts, Syncs: st.Syncs, Generation: st.Generation, LastTrigger: string(st.LastTrigger),
-		NextPoll: timeOrNil(st.NextPoll), NextDriftCheck: timeOrNil(st.NextDrift)}
-	if st.LastError != nil {
-		rv.LastError = st.LastError.Error()
-	}
-	return rv, nil
+	return st.View(restarts), nil
 }
 
 var errNotLeading = errors.New("this replica does not lead: ask the leader (see the Lease)")
-
-func timeOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	t = t.UTC().Round(time.Second)
-	return &t
-}
 
 func (v *actorView) list(w http.ResponseWriter, r *http.Request) {
 	v.mu.RLock()
@@ -184,7 +154,7 @@ func (v *actorView) list(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, errNotLeading.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	out := []RepositoryView{}
+	out := []view.Repository{}
 	for _, key := range sys.Keys() {
 		rv, err := v.view(r.Context(), key)
 		if errors.Is(err, actors.ErrNotFound) {

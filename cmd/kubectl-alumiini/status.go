@@ -15,26 +15,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/false-systems/alumiini/actors/view"
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
-
-// actorView is the controller's /debug/repositories/{ns}/{name} answer.
-type actorView struct {
-	State           string     `json:"state"`
-	PendingFollowUp bool       `json:"pendingFollowUp"`
-	Restarts        int        `json:"restarts"`
-	Syncs           int        `json:"syncs"`
-	LastTrigger     string     `json:"lastTrigger,omitempty"`
-	LastError       string     `json:"lastError,omitempty"`
-	NextPoll        *time.Time `json:"nextPoll,omitempty"`
-	NextDriftCheck  *time.Time `json:"nextDriftCheck,omitempty"`
-}
 
 // statusReport is everything status shows; -o json|yaml prints it whole.
 type statusReport struct {
 	Repository       *v1alpha1.GitRepository `json:"repository"`
 	Events           []eventLine             `json:"events"`
-	Actor            *actorView              `json:"actor,omitempty"`
+	Actor            *view.Repository        `json:"actor,omitempty"`
 	ActorUnreachable string                  `json:"actorUnreachable,omitempty"`
 }
 
@@ -73,7 +62,7 @@ func newStatus(o *options) *cobra.Command {
 }
 
 // actor asks the controller what the repository's actor is doing.
-func (o *options) actor(ctx context.Context, c *clients, ns, name string) (*actorView, error) {
+func (o *options) actor(ctx context.Context, c *clients, ns, name string) (*view.Repository, error) {
 	body, code, err := o.controllerGet(ctx, c, "metrics", "/debug/repositories/"+ns+"/"+name)
 	if err != nil {
 		return nil, err
@@ -81,7 +70,7 @@ func (o *options) actor(ctx context.Context, c *clients, ns, name string) (*acto
 	if code != http.StatusOK {
 		return nil, fmt.Errorf("controller answered %d: %s", code, strings.TrimSpace(string(body)))
 	}
-	var v actorView
+	var v view.Repository
 	if err := json.Unmarshal(body, &v); err != nil {
 		return nil, fmt.Errorf("controller answer: %w", err)
 	}
