@@ -163,6 +163,8 @@ type run struct {
 	seen        map[string]bool               // the objects in git
 	deployments []string                      // the Deployments in git, with spec.rolloutRef
 	res         Result
+	batchClaims bool   // several new objects: list claims per resource and namespace (claims.go)
+	claims      claims // what listClaims found, by resource and namespace
 }
 
 // newRun starts the new inventory as a copy of the old one: an object only
@@ -171,7 +173,8 @@ type run struct {
 // the objects the run handles.
 func (a *Applier) newRun(opts Options, objs []*unstructured.Unstructured) *run {
 	r := &run{a: a, opts: opts, old: map[string]v1alpha1.ObjectRef{}, inv: map[string]v1alpha1.ObjectRef{},
-		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}}}
+		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}},
+		batchClaims: len(objs) >= len(opts.Inventory)+claimsBatchMin, claims: claims{}}
 	if opts.RolloutRef != "" {
 		r.deployments = deploymentsIn(objs)
 	}
@@ -256,7 +259,7 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 		return nil, r.handOver(ctx, ref, send, hash)
 	}
 	if _, known := r.old[key]; !known {
-		if err := r.a.claimable(ctx, m, obj, r.opts.Owner); err != nil {
+		if err := r.claimable(ctx, m, obj); err != nil {
 			return nil, r.fail(ctx, ref, obj, err)
 		}
 	}
@@ -377,36 +380,6 @@ func (a *Applier) ssa(ctx context.Context, m *meta.RESTMapping, obj *unstructure
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	return a.resource(m, obj.GetNamespace()).Apply(ctx, obj.GetName(), obj, opts)
-}
-
-// claimable checks, before an object first enters this repository's
-// inventory, that no other GitRepository manages it: two repositories that
-// declare one object would take its labels in turn, and then either one's
-// prune could delete what the other still declares.
-func (a *Applier) claimable(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, owner Owner) error {
-	live, err := a.resource(m, obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	labels := live.GetLabels()
-	name, ns := labels[v1alpha1.LabelName], labels[v1alpha1.LabelNamespace]
-	if name == "" || (name == owner.Name && ns == owner.Namespace) {
-		return nil
-	}
-	// An owner that no longer exists (deleting a GitRepository prunes
-	// nothing) leaves its objects free to take over.
-	_, err = a.ctrl.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return fmt.Errorf("already managed by GitRepository %s/%s: declare it in one repository only, "+
-		"or remove the %s labels from the live object to hand it over", ns, name, v1alpha1.Group)
 }
 
 // deliver sends one prepared object to the cluster, deleting and

@@ -1,11 +1,14 @@
 package clustertest
 
 import (
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/k8s"
@@ -84,5 +87,84 @@ func TestObjectsOfADeletedRepositoryCanBeTakenOver(t *testing.T) {
 	wantNoFailures(t, res.Failed)
 	if cm, err := getCM(t, ns, "cm"); err != nil || cm.Labels["alumiini.false.systems/name"] != "heir" {
 		t.Fatalf("object not taken over: %v %v", cm, err)
+	}
+}
+
+// countingApplier is an Applier whose requests are counted by method and
+// path, to show what a run sends.
+func countingApplier(t *testing.T) (*k8s.Applier, func(method, pathPart string) int) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			mu.Lock()
+			seen = append(seen, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery)
+			mu.Unlock()
+			return rt.RoundTrip(req)
+		})
+	})
+	a, err := k8s.NewApplier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(method, pathPart string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range seen {
+			if strings.HasPrefix(s, method+" ") && strings.Contains(s, pathPart) {
+				n++
+			}
+		}
+		return n
+	}
+	return a, count
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestClaimsOfManyNewObjectsAreListed: a run that brings many new objects
+// reads the claims of each namespace as lists, not object by object, and
+// still refuses what another existing GitRepository manages (one of the
+// same name in another namespace included) and takes over what a deleted
+// one left.
+func TestClaimsOfManyNewObjectsAreListed(t *testing.T) {
+	ns, other := env.Namespace(t), env.Namespace(t)
+	createGitRepository(t, ns, "a")
+	createGitRepository(t, other, "b")
+	plain := newApplier(t)
+	for _, owner := range []k8s.Owner{{Namespace: ns, Name: "a"}, {Namespace: other, Name: "b"}, {Namespace: ns, Name: "gone"}} {
+		name := map[string]string{"a": "shared", "b": "twin", "gone": "orphan"}[owner.Name]
+		res, err := plain.Apply(ctx(t), load(t, map[string]string{"cm.yaml": configMap(name, owner.Name)}), k8s.Options{Owner: owner, TargetNamespace: ns})
+		if err != nil || len(res.Failed) > 0 {
+			t.Fatalf("set up %s: %v %v", name, err, res.Failed)
+		}
+	}
+
+	files := map[string]string{}
+	for _, name := range []string{"shared", "twin", "orphan", "fresh-1", "fresh-2", "fresh-3"} {
+		files[name+".yaml"] = configMap(name, "b")
+	}
+	a, count := countingApplier(t)
+	res, err := a.Apply(ctx(t), load(t, files), k8s.Options{Owner: k8s.Owner{Namespace: ns, Name: "b"}, TargetNamespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := map[string]string{}
+	for _, f := range res.Failed {
+		failed[f.Ref.Name] = f.Error()
+	}
+	if len(failed) != 2 || !strings.Contains(failed["shared"], "GitRepository "+ns+"/a") || !strings.Contains(failed["twin"], "GitRepository "+other+"/b") {
+		t.Fatalf("failures %v, want shared (managed by %s/a) and twin (managed by %s/b)", failed, ns, other)
+	}
+	if cm, err := getCM(t, ns, "orphan"); err != nil || cm.Data["key"] != "b" {
+		t.Fatalf("orphan of a deleted repository not taken over: %v %v", cm, err)
+	}
+	if gets, lists := count("GET", "/namespaces/"+ns+"/configmaps/"), count("GET", "/namespaces/"+ns+"/configmaps?"); gets != 0 || lists != 2 {
+		t.Fatalf("%d reads of single ConfigMaps and %d lists; want no single reads and 2 lists", gets, lists)
 	}
 }
