@@ -405,7 +405,7 @@ func writeScaleResults(b *testing.B, dir string, points []benchchart.Point) {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	if err := benchchart.Draw(dir, points); err != nil {
+	if err := benchchart.Draw(dir, points, benchchart.Flux()); err != nil {
 		b.Fatal(err)
 	}
 }

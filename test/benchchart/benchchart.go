@@ -29,6 +29,26 @@ type Point struct {
 	WebhookP99Ms           float64
 }
 
+// Peer is a figure of the controller users would pick instead, measured
+// on a like machine with the same workload, drawn beside ours.
+type Peer struct {
+	Repos     int
+	RSSMiB    float64
+	PushP50Ms float64 // push → applied with the others idle
+}
+
+// Flux is Flux v2.9.4 (source- and kustomize-controller) as measured for
+// issue 18 on a 2-core machine, N repositories × 20 ConfigMaps, interval
+// 1m: RSS 662–678 KiB per repository at 200 and 247–254 KiB at 1,000
+// (the middles are drawn), push → applied p50 0.83–1.82 s at 200 and 66 s
+// at 1,000.
+func Flux() []Peer {
+	return []Peer{
+		{Repos: 200, RSSMiB: 200 * 670.0 / 1024, PushP50Ms: (830 + 1820) / 2},
+		{Repos: 1000, RSSMiB: 1000 * 250.5 / 1024, PushP50Ms: 66000},
+	}
+}
+
 // Slope fits y = a + b·Repos by least squares over the points and returns
 // b: the cost of one more repository. It is 0 with fewer than two points.
 func Slope(points []Point, y func(Point) float64) float64 {
@@ -50,17 +70,26 @@ func Slope(points []Point, y func(Point) float64) float64 {
 
 // Draw writes memory.png (RSS and heap against repositories) and
 // latency.png (push → applied p50 and p99 against idle repositories) into
-// dir.
-func Draw(dir string, points []Point) error {
+// dir, with the peer's figures beside ours.
+func Draw(dir string, points []Point, peer []Peer) error {
 	mem := func(f func(Point) float64) plotter.XYs { return series(points, f) }
+	flux := func(f func(Peer) float64) plotter.XYs {
+		xys := make(plotter.XYs, len(peer))
+		for i, p := range peer {
+			xys[i].X, xys[i].Y = float64(p.Repos), f(p)
+		}
+		return xys
+	}
 	if err := lines(filepath.Join(dir, "memory.png"), "Memory with idle GitRepositories (20 ConfigMaps each)",
-		"MiB", "RSS", mem(func(p Point) float64 { return p.RSSKiB / 1024 }),
-		"Go heap in use", mem(func(p Point) float64 { return p.HeapKiB / 1024 })); err != nil {
+		"MiB", plot.LinearScale{}, "ALUMIINI RSS", mem(func(p Point) float64 { return p.RSSKiB / 1024 }),
+		"ALUMIINI Go heap in use", mem(func(p Point) float64 { return p.HeapKiB / 1024 }),
+		"Flux v2.9.4 RSS", flux(func(p Peer) float64 { return p.RSSMiB })); err != nil {
 		return err
 	}
 	return lines(filepath.Join(dir, "latency.png"), "Push → applied while the others sit idle",
-		"ms", "p50", mem(func(p Point) float64 { return p.PushP50Ms }),
-		"p99", mem(func(p Point) float64 { return p.PushP99Ms }))
+		"ms (log scale)", plot.LogScale{}, "ALUMIINI p50", mem(func(p Point) float64 { return p.PushP50Ms }),
+		"ALUMIINI p99", mem(func(p Point) float64 { return p.PushP99Ms }),
+		"Flux v2.9.4 p50", flux(func(p Peer) float64 { return p.PushP50Ms }))
 }
 
 func series(points []Point, y func(Point) float64) plotter.XYs {
@@ -72,14 +101,20 @@ func series(points []Point, y func(Point) float64) plotter.XYs {
 }
 
 // lines draws named series (name, XYs, name, XYs, …) against repositories.
-func lines(path, title, unit string, named ...any) error {
+func lines(path, title, unit string, yScale plot.Normalizer, named ...any) error {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "idle GitRepositories (log scale)"
 	p.X.Scale = plot.LogScale{} // the points are 100, 1,000, 10,000
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Label.Text = unit
-	p.Y.Min = 0
+	p.Y.Scale = yScale
+	if _, log := yScale.(plot.LogScale); log {
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else {
+		p.Y.Min = 0
+	}
+	p.Legend.Top, p.Legend.Left = true, true
 	if err := plotutil.AddLinePoints(p, named...); err != nil {
 		return fmt.Errorf("chart %s: %w", path, err)
 	}

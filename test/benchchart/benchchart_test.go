@@ -33,7 +33,7 @@ func TestDrawWritesBothCharts(t *testing.T) {
 	dir := t.TempDir()
 	points := []Point{{Repos: 100, RSSKiB: 40000, HeapKiB: 20000, PushP50Ms: 40, PushP99Ms: 80},
 		{Repos: 1000, RSSKiB: 70000, HeapKiB: 40000, PushP50Ms: 45, PushP99Ms: 90}}
-	if err := Draw(dir, points); err != nil {
+	if err := Draw(dir, points, Flux()); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"memory.png", "latency.png"} {
