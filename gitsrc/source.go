@@ -30,13 +30,17 @@ import (
 	"github.com/go-git/go-git/v5/storage"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
+	"golang.org/x/sync/semaphore"
 )
 
 // source is the shared state of one remote and its credentials.
 type source struct {
-	dir   string        // object store
-	turn  chan struct{} // capacity 1: held while the store is used, so one fetch runs per source
-	users int           // keys fetching through this source; guarded by Fetcher.mu
+	dir string // object store
+	// store guards the object store: a checkout reads it (weight 1, many
+	// at once), a fetch or a reset writes it (weight storeWriter, alone).
+	// A waiting writer holds back later readers, so fetches are not starved.
+	store *semaphore.Weighted
+	users int // keys fetching through this source; guarded by Fetcher.mu
 
 	listMu  chan struct{} // capacity 1: guards last
 	last    *listing
@@ -74,7 +78,7 @@ func (f *Fetcher) acquire(key string, r remote, a *Auth) *source {
 	}
 	src := f.sources[id]
 	if src == nil {
-		src = &source{dir: filepath.Join(f.cacheDir, "sources", id), turn: make(chan struct{}, 1),
+		src = &source{dir: filepath.Join(f.cacheDir, "sources", id), store: semaphore.NewWeighted(storeWriter),
 			listMu: make(chan struct{}, 1), display: r.display}
 		f.sources[id] = src
 	}
@@ -101,17 +105,20 @@ func (f *Fetcher) releaseLocked(key string) {
 	_ = os.RemoveAll(src.dir) // only a cache; a later Fetch starts afresh
 }
 
-// take waits for the source's store; the caller must call give.
-func (src *source) take(ctx context.Context) error {
-	select {
-	case src.turn <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("wait for another fetch of %s: %w", src.display, ctx.Err())
+// storeWriter is the weight of a writer of a source's store: as many
+// checkouts as may read it at once.
+const storeWriter = 64
+
+// use waits for the store, to read (weight 1) or to write (storeWriter);
+// the caller must call done with the same weight.
+func (src *source) use(ctx context.Context, weight int64) error {
+	if err := src.store.Acquire(ctx, weight); err != nil {
+		return fmt.Errorf("wait for another fetch of %s: %w", src.display, err)
 	}
+	return nil
 }
 
-func (src *source) give() { <-src.turn }
+func (src *source) done(weight int64) { src.store.Release(weight) }
 
 // refs returns a listing of the remote's refs that started at or after
 // notBefore (zero: now), joining one in flight or starting one.
@@ -211,7 +218,7 @@ func resolveRef(refs []*plumbing.Reference, ref Ref, display string) (plumbing.H
 }
 
 // openStore opens (creating if need be) the source's object store; fresh
-// deletes it first.
+// deletes it first. It writes: only a writer of the store may call it.
 func (src *source) openStore(fresh bool) (*checkout, error) {
 	if fresh {
 		if err := os.RemoveAll(src.dir); err != nil {
@@ -221,10 +228,9 @@ func (src *source) openStore(fresh bool) (*checkout, error) {
 	if err := os.MkdirAll(src.dir, 0o700); err != nil {
 		return nil, err
 	}
-	st := filesystem.NewStorage(osfs.New(src.dir, osfs.WithBoundOS()), cache.NewObjectLRU(objectLRU))
-	repo, err := git.Open(st, nil)
+	repo, err := git.Open(src.storage(), nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		repo, err = git.Init(st, nil)
+		repo, err = git.Init(src.storage(), nil)
 	}
 	if err != nil && !fresh {
 		return src.openStore(true) // a damaged store is only a cache
@@ -233,6 +239,20 @@ func (src *source) openStore(fresh bool) (*checkout, error) {
 		return nil, err
 	}
 	return &checkout{repo: repo, git: src.dir}, nil
+}
+
+// readStore opens the source's object store as it is, for reading: a
+// missing or damaged store is an error here (ensure's writer repairs it).
+func (src *source) readStore() (*checkout, error) {
+	repo, err := git.Open(src.storage(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &checkout{repo: repo, git: src.dir}, nil
+}
+
+func (src *source) storage() *filesystem.Storage {
+	return filesystem.NewStorage(osfs.New(src.dir, osfs.WithBoundOS()), cache.NewObjectLRU(objectLRU))
 }
 
 // keyStorage is a key's own storage (refs, index, config, shallow) whose
@@ -270,8 +290,10 @@ func (a *Auth) digest(h io.Writer) {
 
 // fetchShared brings the checkout in dir to req.Ref through the source of
 // req's remote and credentials: the listing may be shared, the fetch is
-// skipped when another key already brought the commit, and only one fetch
-// or checkout uses the source's store at a time.
+// skipped when another key already brought the commit, fetches (which
+// write the source's store) run one at a time, and checkouts (which only
+// read it) side by side: a hundred repositories of one monorepo check out
+// a new commit in parallel.
 func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir string) (Result, error) {
 	src := f.acquire(req.Key, s.r, req.Auth)
 	want := plumbing.NewHash(req.Ref.Commit)
@@ -281,34 +303,67 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 			return Result{}, err
 		}
 	}
-	if err := src.take(ctx); err != nil {
+	got, err := f.ensure(ctx, src, s, req, dir, want)
+	if err != nil {
 		return Result{}, err
 	}
-	defer src.give()
-	store, co, err := src.open(req.Key, dir, false)
+	return src.checkOut(ctx, req, dir, got)
+}
+
+// ensure returns the commit to check out for want, fetching it into the
+// source's store unless the key's checkout or the store already holds it.
+func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Request, dir string, want plumbing.Hash) (plumbing.Hash, error) {
+	if err := src.use(ctx, 1); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	store, co, err := src.open(req.Key, dir)
+	// A store that cannot be read yet (new, or damaged) is the writer's to
+	// create or repair.
+	have := err == nil && (want == co.synced() || store.has(want))
+	src.done(1)
+	if have {
+		return want, nil
+	}
+	if err := src.use(ctx, storeWriter); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	defer src.done(storeWriter)
+	if store, err = src.openStore(false); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("open object store of %s in %s: %w", src.display, src.dir, err)
+	}
+	if store.has(want) {
+		return want, nil // another key fetched it while this one waited
+	}
+	if store.packs() > f.maxPacks {
+		if store, err = src.openStore(true); err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("reset object store of %s in %s: %w", src.display, src.dir, err)
+		}
+	}
+	s.co = store
+	return s.fetch(ctx, req.Ref, want)
+}
+
+// checkOut moves the key's work tree to got, reading the source's store
+// beside other checkouts. (Should a reset of the store by another key's
+// fetch drop got meanwhile, the checkout fails and the next sync fetches
+// it again.)
+func (src *source) checkOut(ctx context.Context, req Request, dir string, got plumbing.Hash) (Result, error) {
+	if err := src.use(ctx, 1); err != nil {
+		return Result{}, err
+	}
+	defer src.done(1)
+	_, co, err := src.open(req.Key, dir)
 	if err != nil {
 		return Result{}, err
 	}
 	prev := co.synced()
-	got := want
-	if want != prev && !store.has(want) {
-		if store.packs() > f.maxPacks {
-			if store, co, err = src.open(req.Key, dir, true); err != nil {
-				return Result{}, err
-			}
-		}
-		s.co = store
-		if got, err = s.fetch(ctx, req.Ref, want); err != nil {
-			return Result{}, err
-		}
-	}
 	res := Result{Commit: got.String(), Unchanged: got == prev, ChangedPaths: []string{}, Root: co.tree}
 	if !prev.IsZero() {
 		res.Previous = prev.String()
 	}
 	if !res.Unchanged {
 		if err := co.checkout(got); err != nil {
-			return Result{}, fmt.Errorf("check out %s of %s: %w", got, s.r.display, err)
+			return Result{}, fmt.Errorf("check out %s of %s: %w", got, src.display, err)
 		}
 		res.ChangedPaths = co.changedPaths(prev, got)
 	}
@@ -319,10 +374,10 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 	return res, nil
 }
 
-// open opens the source's store (afresh when fresh) and the checkout of key
-// in dir that reads its objects from it.
-func (src *source) open(key, dir string, fresh bool) (*checkout, *checkout, error) {
-	store, err := src.openStore(fresh)
+// open opens the source's store for reading and the checkout of key in dir
+// that reads its objects from it.
+func (src *source) open(key, dir string) (*checkout, *checkout, error) {
+	store, err := src.readStore()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open object store of %s in %s: %w", src.display, src.dir, err)
 	}

@@ -103,17 +103,20 @@ func WithDefaultServiceAccount(name string) ApplierOption {
 	return func(a *Applier) { a.defaultServiceAccount = name }
 }
 
-// NewApplier returns an Applier for the cluster of cfg. When cfg sets no
-// client-side rate limit, a generous one (200 QPS, burst 400) replaces
-// client-go's default of 5, which would throttle thousands of repositories;
-// the clients impersonating tenants share it.
+// NewApplier returns an Applier for the cluster of cfg. A client-side rate
+// limit of cfg (QPS > 0) is shared by the clients impersonating tenants;
+// without one (QPS < 0, or 0, which would otherwise mean client-go's
+// default of 5 and throttle thousands of repositories) the API server's
+// priority and fairness and the controller's bound on concurrent syncs
+// pace the requests.
 func NewApplier(cfg *rest.Config, options ...ApplierOption) (*Applier, error) {
 	cfg = rest.CopyConfig(cfg)
-	if cfg.QPS == 0 && cfg.RateLimiter == nil {
-		cfg.QPS, cfg.Burst = 200, 400
-	}
-	if cfg.RateLimiter == nil {
+	switch {
+	case cfg.RateLimiter != nil:
+	case cfg.QPS > 0:
 		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	default:
+		cfg.QPS = -1
 	}
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {

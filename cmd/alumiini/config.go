@@ -33,6 +33,8 @@ type config struct {
 	RetryPeriod         time.Duration
 	ShutdownTimeout     time.Duration
 	MaxConcurrentSyncs  int
+	KubeAPIQPS          float64
+	KubeAPIBurst        int
 	AllowFileURLs       bool
 	WebhookMaxBodyBytes int64
 	CacheDir            string
@@ -71,6 +73,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.AllowFileURLs, "allow-file-urls", false, "accept file:// repository URLs, which read the controller's own disk (local development only)")
 	fs.Int64Var(&c.WebhookMaxBodyBytes, "webhook-max-body-bytes", 1<<20, "largest webhook request body accepted; larger ones get 413")
 	fs.IntVar(&c.MaxConcurrentSyncs, "max-concurrent-syncs", 16, "how many repositories sync at once; the others wait their turn")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", -1, "client-side limit of Kubernetes API requests per second; negative: none (the API server's priority and fairness, and --max-concurrent-syncs, bound the load)")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", 400, "burst of --kube-api-qps, when it is positive")
 	fs.StringVar(&c.DefaultSA, "default-service-account", "", "ServiceAccount, in each GitRepository's namespace, to impersonate for GitRepositories that set no spec.serviceAccountName (lockdown mode; default: the controller's own rights)")
 	fs.StringVar(&c.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "alumiini"), "directory for git checkouts")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -100,7 +100,10 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 		return nil, err
 	}
 	restCfg.UserAgent = "alumiini/" + version
-	restCfg.QPS, restCfg.Burst = 200, 400
+	restCfg.QPS, restCfg.Burst = float32(c.KubeAPIQPS), c.KubeAPIBurst
+	if restCfg.QPS == 0 {
+		restCfg.QPS = -1 // zero would mean client-go's default of 5
+	}
 	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView()}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
