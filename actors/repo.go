@@ -97,7 +97,9 @@ func (a *repoActor) Receive(ctx actor.Context) {
 			a.trigger(ctx, *a.failed)
 		}
 	case *dependencyReady:
-		if a.waitingDeps {
+		// A running sync may have read the dependency just before it turned
+		// Ready: follow it up (cheap if it did apply).
+		if a.waitingDeps || a.running != nil {
 			a.stopRetry()
 			a.trigger(ctx, SyncRequest{Trigger: TriggerDependency})
 		}
