@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -90,7 +91,7 @@ func TestSyncRequestMerge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.pending.merge(tt.n); got != tt.want {
+			if got := tt.pending.merge(tt.n); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("merge = %+v, want %+v", got, tt.want)
 			}
 		})

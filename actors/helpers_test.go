@@ -34,7 +34,16 @@ type recorder struct {
 	calls []call
 }
 
+// Sync takes the slot first, as the pipeline does before it writes, and
+// records the call once it has one.
 func (r *recorder) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest, mem Memory) (Memory, error) {
+	if req.Slot != nil {
+		var err error
+		if ctx, err = req.Slot(); err != nil {
+			return mem, err
+		}
+	}
+	req.Slot = nil // recorded as data
 	r.mu.Lock()
 	r.calls = append(r.calls, call{key: repo.Key(), req: req, at: time.Now()})
 	r.mu.Unlock()
@@ -184,4 +193,18 @@ func runInformer(dyn dynamic.Interface, ns string) (informer cache.SharedIndexIn
 	done := make(chan struct{})
 	factory.Start(done)
 	return informer, func() { close(done); factory.Shutdown() }
+}
+
+// waitLanes waits until the slot queue holds urgent and timer tickets.
+func waitLanes(t *testing.T, s *System, urgent, timer int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		s.slots.mu.Lock()
+		u, tm := len(s.slots.urgent), len(s.slots.timer)
+		s.slots.mu.Unlock()
+		if u != urgent || tm != timer {
+			return fmt.Errorf("%d urgent and %d timer tickets queued, want %d and %d", u, tm, urgent, timer)
+		}
+		return nil
+	})
 }

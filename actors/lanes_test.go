@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,9 +40,7 @@ func floodSlots(t *testing.T, s *System, rec *recorder) {
 		s.Upsert(newRepo("ns", fmt.Sprintf("t%d", i), 1, time.Hour))
 	}
 	waitEntered(t, rec, 2)
-	for i := 2; i < 5; i++ {
-		waitStatus(t, s, fmt.Sprintf("ns/t%d", i), "queued for a slot", func(st RepoStatus) bool { return st.State == StateSyncing })
-	}
+	waitLanes(t, s, 0, 3)
 }
 
 // startOrder lists "key trigger" of every sync started so far.
@@ -64,6 +63,7 @@ func TestWebhookSyncOvertakesQueuedTimerSyncs(t *testing.T) {
 	floodSlots(t, s, rec)
 
 	webhookAndWaitQueued(t, s, "w")
+	waitLanes(t, s, 1, 3)
 	release <- struct{}{} // one slot frees
 	waitStatus(t, s, "ns/w", "webhook sync finished", func(st RepoStatus) bool { return st.Syncs == 2 })
 	got := startOrder(rec)
@@ -81,13 +81,15 @@ func TestWebhookPromotesQueuedTimerSync(t *testing.T) {
 	s := start(t, Config{Syncer: rec, MaxConcurrentSyncs: 2})
 	floodSlots(t, s, rec)
 	s.Upsert(newRepo("ns", "w", 1, time.Hour))
-	waitStatus(t, s, "ns/w", "startup sync queued", func(st RepoStatus) bool { return st.State == StateSyncing })
+	waitLanes(t, s, 0, 4) // w's startup sync behind t2..t4
 
 	webhookAndWaitQueued(t, s, "w")
+	waitLanes(t, s, 1, 3) // promoted
 	release <- struct{}{}
 	waitStatus(t, s, "ns/w", "startup sync finished, webhook follow-up queued", func(st RepoStatus) bool {
 		return st.Syncs == 1 && st.State == StateSyncing && st.LastTrigger == TriggerWebhook
 	})
+	waitLanes(t, s, 1, 2) // the follow-up, behind t3 and t4
 	if got := startOrder(rec); len(got) < 3 || got[2] != "ns/w startup" {
 		t.Fatalf("starts %v: want the promoted startup sync of ns/w third, before t2..t4", got)
 	}
@@ -112,4 +114,44 @@ func webhookAndWaitQueued(t *testing.T, s *System, name string) {
 	waitStatus(t, s, "ns/"+name, "webhook queued", func(st RepoStatus) bool {
 		return st.State == StateSyncing && (st.LastTrigger == TriggerWebhook || st.Pending)
 	})
+}
+
+// blackholed is a Syncer whose repositories named b* wait on their git
+// host for ever (until cancelled) before they would ask for a slot; the
+// others take a slot and finish.
+type blackholed struct{ rec *recorder }
+
+func (b blackholed) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest, mem Memory) (Memory, error) {
+	if strings.HasPrefix(repo.Name, "b") {
+		<-ctx.Done()
+		return mem, ctx.Err()
+	}
+	return b.rec.Sync(ctx, repo, req, mem)
+}
+
+// TestFetchesHoldNoSlot: more repositories than slots hang on a git host
+// that never answers; a webhook sync of a healthy repository still gets a
+// slot at once, because a sync asks for one only after its fetch.
+func TestFetchesHoldNoSlot(t *testing.T) {
+	rec := &recorder{}
+	s := start(t, Config{Syncer: blackholed{rec}, MaxConcurrentSyncs: 2})
+	for i := range 6 {
+		s.Upsert(newRepo("ns", fmt.Sprintf("b%d", i), 1, time.Hour))
+	}
+	for i := range 6 {
+		waitStatus(t, s, fmt.Sprintf("ns/b%d", i), "hanging on git", func(st RepoStatus) bool { return st.State == StateSyncing })
+	}
+	s.Upsert(newRepo("ns", "w", 1, time.Hour))
+	waitStatus(t, s, "ns/w", "startup sync done", func(st RepoStatus) bool { return st.Syncs == 1 })
+	if err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "w"}, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, "ns/w", "webhook sync done", func(st RepoStatus) bool { return st.Syncs == 2 })
+	if got := triggers(rec.of("ns/w")); !reflect.DeepEqual(got, []Trigger{TriggerStartup, TriggerWebhook}) {
+		t.Fatalf("w's syncs %v, want startup and webhook", got)
+	}
+	// Hung fetches are cancelled by a shutdown that runs out of patience.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	s.Shutdown(ctx)
 }

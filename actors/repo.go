@@ -233,9 +233,9 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 // launch starts a sync in its own goroutine, handing it the Memory.
 func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 	parent, cancel := context.WithCancel(a.sys.syncCtx)
-	timeout := a.repo.Spec.SyncTimeout()
-	// Queue on the mailbox, so that a later trigger can promote the ticket.
-	j := &job{req: req, ticket: a.sys.slots.enqueue(laneOf(req.Trigger)), cancel: cancel, waiters: a.waiters}
+	// The ticket asks for a slot only when the sync calls req.Slot; held
+	// here from the start so that a later trigger can promote it.
+	j := &job{req: req, ticket: newTicket(laneOf(req.Trigger)), cancel: cancel, waiters: a.waiters}
 	a.running, a.waiters = j, nil
 	a.stats.LastTrigger = req.Trigger
 
@@ -251,15 +251,49 @@ func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 			}
 			root.Send(self, done)
 		}()
-		// The timeout bounds the sync itself, not its wait for a slot.
-		if done.err = a.sys.slots.wait(parent, j.ticket); done.err != nil {
-			return
-		}
-		defer a.sys.slots.release()
-		syncCtx, cancelTimeout := context.WithTimeout(parent, timeout)
+		slot := &slotUse{slots: a.sys.slots, ticket: j.ticket, parent: parent, timeout: repo.Spec.SyncTimeout(), start: time.Now()}
+		defer slot.giveBack()
+		syncCtx, cancelTimeout := context.WithTimeout(parent, slot.timeout)
 		defer cancelTimeout()
+		req.Slot = slot.take
 		done.mem, done.err = syncer.Sync(syncCtx, repo, req, mem)
 	}()
+}
+
+// slotUse is one sync's use of a --max-concurrent-syncs slot.
+type slotUse struct {
+	slots   *scheduler
+	ticket  *ticket
+	parent  context.Context
+	timeout time.Duration
+	start   time.Time
+
+	ctx    context.Context // after take: the sync's context from then on
+	cancel context.CancelFunc
+	err    error
+}
+
+// take waits for the slot (once, whatever the number of calls) and
+// returns a context with what is left of the timeout: the wait does not
+// count, as the timeout bounds the work, not the queue.
+func (u *slotUse) take() (context.Context, error) {
+	if u.ctx != nil || u.err != nil {
+		return u.ctx, u.err
+	}
+	used := time.Since(u.start)
+	u.slots.ask(u.ticket)
+	if u.err = u.slots.wait(u.parent, u.ticket); u.err != nil {
+		return nil, u.err
+	}
+	u.ctx, u.cancel = context.WithTimeout(u.parent, u.timeout-used)
+	return u.ctx, nil
+}
+
+func (u *slotUse) giveBack() {
+	if u.ctx != nil {
+		u.cancel()
+		u.slots.release()
+	}
 }
 
 func (a *repoActor) finished(ctx actor.Context, d *syncDone) {

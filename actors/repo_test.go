@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -63,7 +64,7 @@ func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
 	}
 	calls := rec.of("ns/a")
 	want := []SyncRequest{{Trigger: TriggerStartup}, {Trigger: TriggerWebhook, Commit: "commit-49"}}
-	if len(calls) != 2 || calls[0].req != want[0] || calls[1].req != want[1] {
+	if len(calls) != 2 || !reflect.DeepEqual(calls[0].req, want[0]) || !reflect.DeepEqual(calls[1].req, want[1]) {
 		t.Fatalf("syncs = %+v, want %+v", calls, want)
 	}
 }

@@ -32,6 +32,7 @@ const maxUrgentRun = 8
 type ticket struct {
 	lane    lane
 	ready   chan struct{}
+	asked   bool // ask was called: it is queued or granted
 	queued  bool
 	granted bool
 }
@@ -54,13 +55,24 @@ func newScheduler(slots, maxRun int, stopping <-chan struct{}) *scheduler {
 	return &scheduler{limited: slots > 0, free: slots, maxRun: maxRun, stopping: stopping}
 }
 
-// enqueue takes a place in the lane, granted at once if a slot is free and
-// nobody waits. It never blocks: the repository actor calls it on its
-// mailbox, so that it can promote the ticket later.
+// newTicket is a sync's ticket for lane l, not in the queue yet: the
+// repository actor holds it from the start of the sync, so that a push can
+// promote it, and the sync asks with it once it has something to apply.
+func newTicket(l lane) *ticket { return &ticket{lane: l, ready: make(chan struct{})} }
+
+// enqueue is newTicket and ask at once.
 func (s *scheduler) enqueue(l lane) *ticket {
-	t := &ticket{lane: l, ready: make(chan struct{})}
+	t := newTicket(l)
+	s.ask(t)
+	return t
+}
+
+// ask takes the ticket's place in its lane, granted at once if a slot is
+// free and nobody waits. It never blocks.
+func (s *scheduler) ask(t *ticket) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t.asked = true
 	switch {
 	case !s.limited:
 		s.grant(t)
@@ -71,7 +83,6 @@ func (s *scheduler) enqueue(l lane) *ticket {
 		t.queued = true
 		s.push(t)
 	}
-	return t
 }
 
 // wait blocks until the ticket's slot is granted. It gives up, releasing a
@@ -115,11 +126,16 @@ func (s *scheduler) giveUp(t *ticket, err error) error {
 }
 
 // promote moves a ticket still queued in the timer lane to the end of the
-// urgent lane: a push arrived for a repository whose poll is waiting.
+// urgent lane: a push arrived for a repository whose poll is waiting. A
+// ticket not asked yet will ask in the urgent lane.
 func (s *scheduler) promote(t *ticket) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t.lane == laneUrgent || t.granted {
+		return
+	}
+	if !t.asked {
+		t.lane = laneUrgent
 		return
 	}
 	s.remove(t)

@@ -62,6 +62,13 @@ type SyncRequest struct {
 	Trigger     Trigger
 	Commit      string // the pushed commit, for webhooks
 	RequestedAt string // the requestedAt annotation handled, for manual syncs
+	// Slot, set by the repository actor for the sync it starts, waits for
+	// one of the --max-concurrent-syncs slots and returns the context for
+	// the rest of the sync: spec.timeout, its clock stopped while waiting.
+	// A Syncer calls it once it has something to write to the cluster, so
+	// that fetches (a git host that does not answer) and quiet polls hold
+	// no slot; the slot is given back when Sync returns.
+	Slot func() (context.Context, error)
 }
 
 // merge coalesces a pending request with a new one: the more urgent trigger,

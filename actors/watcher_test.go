@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -166,7 +167,7 @@ func TestSpecChangesSyncStatusChangesDoNotAndRequestedAtSyncsOnce(t *testing.T) 
 		}
 		calls := rec.of(key)[before:]
 		last := calls[len(calls)-1].req
-		if last != (SyncRequest{Trigger: TriggerManual}) {
+		if !reflect.DeepEqual(last, SyncRequest{Trigger: TriggerManual}) {
 			t.Fatalf("%s: last sync %+v is not SyncNow's", what, last)
 		}
 		var out []SyncRequest
@@ -217,7 +218,7 @@ func TestSpecChangesSyncStatusChangesDoNotAndRequestedAtSyncsOnce(t *testing.T) 
 		}, nil},
 	}
 	for _, tt := range tests {
-		if got := change(tt.what, tt.fn); !slices.Equal(got, tt.want) {
+		if got := change(tt.what, tt.fn); !reflect.DeepEqual(got, tt.want) {
 			t.Fatalf("%s caused syncs %+v, want %+v", tt.what, got, tt.want)
 		}
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -158,5 +159,35 @@ func TestListingFreshness(t *testing.T) {
 		if got := s.refsNotBefore(); !got.Equal(tt.want) {
 			t.Errorf("%s after %v: %v, want %v", tt.trigger, tt.lastFetch, got, tt.want)
 		}
+	}
+}
+
+type slotKey struct{}
+
+// A sync takes its slot only once it has something to write, and goes on
+// with the slot's context; a quiet poll takes none; a slot that never
+// comes ends the sync without a status write.
+func TestSlotIsTakenBeforeWritingOnly(t *testing.T) {
+	r := newRig()
+	taken := 0
+	slotCtx := context.WithValue(context.Background(), slotKey{}, "slot")
+	slot := func() (context.Context, error) { taken++; return slotCtx, nil }
+	sync := func(mem actors.Memory) (actors.Memory, error) {
+		return r.p.Sync(context.Background(), r.repo.DeepCopy(), actors.SyncRequest{Trigger: actors.TriggerPoll, Slot: slot}, mem)
+	}
+	mem, err := sync(actors.Memory{})
+	if err != nil || taken != 1 || r.applier.ctx.Value(slotKey{}) != "slot" {
+		t.Fatalf("apply: err %v, %d slots taken, apply context from the slot: %v", err, taken, r.applier.ctx.Value(slotKey{}))
+	}
+	if _, err := sync(mem); err != nil || taken != 1 {
+		t.Fatalf("quiet poll: err %v, %d slots taken; want none more", err, taken-1)
+	}
+
+	r = newRig()
+	stopping := errors.New("not started: shutting down")
+	_, err = r.p.Sync(context.Background(), r.repo.DeepCopy(), actors.SyncRequest{Trigger: actors.TriggerPoll,
+		Slot: func() (context.Context, error) { return nil, stopping }}, actors.Memory{})
+	if !errors.Is(err, stopping) || r.applier.applies != 0 || r.status.server.Phase != v1alpha1.PhasePending {
+		t.Fatalf("no slot: err %v, %d applies, phase %s; want the slot's error, nothing applied, still Pending", err, r.applier.applies, r.status.server.Phase)
 	}
 }

@@ -13,6 +13,7 @@ import (
 // only the Drifted condition.
 var driftSteps = []step{
 	driftEnabled, // drift: Ignore checks nothing
+	slot,         // a --max-concurrent-syncs slot: the check reads (and may write) the cluster
 	readStatus,   // the inventory, which says what this repository owns
 	driftLoad,    // parse the checkout at the synced commit
 	driftCheck,   // compare (and correct) and judge

@@ -38,6 +38,7 @@ const (
 	DriftDetected                // drift found and left (drift: Detect), or not all corrected
 	DriftCheckFailed             // some objects could not be compared
 	DriftFailed                  // the check itself failed: retried with backoff
+	Abandoned                    // no slot came: shutdown began, or the sync was cancelled
 )
 
 // Outcome is how one sync ended; conclude turns it into every report.
@@ -83,6 +84,7 @@ var effects = map[Kind]effect{
 	DriftDetected:    {metric: "drift", log: "drift check", eventType: corev1.EventTypeWarning, eventReason: "DriftDetected", cdevents: []cdevents.Kind{cdevents.DriftDetected}, level: zapcore.InfoLevel, status: driftStatus(true)},
 	DriftCheckFailed: {metric: "drift", log: "drift check", eventType: corev1.EventTypeWarning, eventReason: "DriftCheckFailed", level: zapcore.InfoLevel, status: driftStatus(true)},
 	DriftFailed:      {metric: "drift", log: "drift check failed", level: zapcore.WarnLevel},
+	Abandoned:        {metric: "abandoned", log: "sync abandoned", level: zapcore.DebugLevel},
 }
 
 // errSyncFailed marks a sync that did not apply everything: the status
@@ -188,7 +190,7 @@ func (s *syncState) outcomeError(o *Outcome) error {
 		return fmt.Errorf("%w: %w: %s", errSyncFailed, actors.ErrStalled, o.Message)
 	case Waiting:
 		return fmt.Errorf("%w: %s", actors.ErrWaiting, o.Message)
-	case Unrecorded, DriftFailed:
+	case Unrecorded, DriftFailed, Abandoned:
 		if o.APIDown {
 			return fmt.Errorf("%w: %w", actors.ErrAPIUnreachable, o.Err)
 		}

@@ -109,6 +109,7 @@ var syncSteps = []step{
 	fetched,       // a new commit: repository fetched
 	dependencies,  // spec.dependsOn: wait until each is Ready; refuse a cycle
 	skipStalled,   // the manifests at this commit and generation do not parse
+	slot,          // wait for a --max-concurrent-syncs slot: what follows writes to the cluster
 	readStatus,    // the status (and the inventory pruning trusts) as the API server has it
 	announce,      // Syncing; deployment started
 	load,          // parse the checkout; choose the hashes to trust
@@ -120,6 +121,7 @@ var syncSteps = []step{
 
 // syncState is what the steps of one sync share.
 type syncState struct {
+	ctx   context.Context // of the steps: replaced by the slot's once it is taken
 	p     *Pipeline
 	repo  *v1alpha1.GitRepository
 	req   actors.SyncRequest
@@ -139,18 +141,19 @@ type syncState struct {
 // Sync runs one sync of repo for req, starting from mem, and returns the
 // Memory for the next sync.
 func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req actors.SyncRequest, mem actors.Memory) (actors.Memory, error) {
-	s := &syncState{p: p, repo: repo, req: req, mem: mem, start: time.Now()}
+	s := &syncState{ctx: ctx, p: p, repo: repo, req: req, mem: mem, start: time.Now()}
 	s.log = p.Logger.With(zap.String("repository", repo.Key()), zap.String("trigger", string(req.Trigger)))
 	s.recall(ctx)
-	o := s.runSteps(ctx, syncSteps)
-	err := s.conclude(ctx, o)
+	o := s.runSteps(syncSteps)
+	err := s.conclude(s.ctx, o)
 	return s.mem, err
 }
 
-// runSteps runs steps in order until one ends the sync.
-func (s *syncState) runSteps(ctx context.Context, steps []step) *Outcome {
+// runSteps runs steps in order until one ends the sync. Each gets the
+// sync's context as it is then: the slot step replaces it.
+func (s *syncState) runSteps(steps []step) *Outcome {
 	for _, st := range steps {
-		if o := st(ctx, s); o != nil {
+		if o := st(s.ctx, s); o != nil {
 			return o
 		}
 	}

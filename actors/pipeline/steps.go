@@ -126,7 +126,7 @@ func skipUnchanged(ctx context.Context, s *syncState) *Outcome {
 		return nil
 	}
 	if s.req.Trigger == actors.TriggerReconcile {
-		return s.runSteps(ctx, driftSteps)
+		return s.runSteps(driftSteps)
 	}
 	return &Outcome{Kind: Unchanged, Message: "unchanged: nothing to apply"}
 }
@@ -142,6 +142,21 @@ func skipStalled(_ context.Context, s *syncState) *Outcome {
 		return nil
 	}
 	return &Outcome{Kind: Unchanged, Message: "stalled on invalid manifests: waiting for a new commit or spec"}
+}
+
+// slot waits for one of the --max-concurrent-syncs slots (req.Slot). The
+// steps before it cost a ref listing and a fetch at most, which may wait on
+// a slow git host; the steps after it write to the cluster.
+func slot(_ context.Context, s *syncState) *Outcome {
+	if s.req.Slot == nil {
+		return nil
+	}
+	ctx, err := s.req.Slot()
+	if err != nil {
+		return &Outcome{Kind: Abandoned, Message: "not started: " + err.Error(), Err: err}
+	}
+	s.ctx = ctx
+	return nil
 }
 
 // manual reports a request that must apply even an unchanged commit.

@@ -57,6 +57,7 @@ type fakeApplier struct {
 	lastPrune  bool            // !SkipPrune of the last Apply
 	unhealthy  []k8s.Unhealthy // what WaitHealthy returns
 	waited     int
+	ctx        context.Context // of the last Apply
 }
 
 func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error) {
@@ -67,8 +68,9 @@ func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k
 	return f.unhealthy, nil
 }
 
-func (f *fakeApplier) Apply(_ context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
+func (f *fakeApplier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
 	f.applies++
+	f.ctx = ctx
 	f.lastHashes = opts.Hashes
 	f.lastPrune = !opts.SkipPrune
 	return f.res, f.err
@@ -325,7 +327,7 @@ func TestDriftCheckOutcomes(t *testing.T) {
 }
 
 func TestEveryKindHasAnEffect(t *testing.T) {
-	for k := Unchanged; k <= DriftFailed; k++ {
+	for k := Unchanged; k <= Abandoned; k++ {
 		if effects[k].metric == "" || effects[k].log == "" {
 			t.Errorf("Kind %d has no row in the outcome table", k)
 		}
