@@ -109,6 +109,10 @@ type Memory struct {
 	Commit     string
 	Generation int64
 	Hashes     map[string]string
+	// Versions are the resourceVersions the objects had after ALUMIINI's
+	// last write or drift check: a drift check dry-runs only the objects
+	// that moved since (another writer touched them).
+	Versions map[string]string
 	// RunID is the CDEvents pipelineRun id of an apply that started and has
 	// not finished yet.
 	RunID string

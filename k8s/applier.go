@@ -49,7 +49,11 @@ type Options struct {
 	Force           bool                 // spec.force
 	Inventory       []v1alpha1.ObjectRef // previous inventory (from status)
 	Hashes          map[string]string    // previous content hashes, keyed by ObjectKey(ref)
-	RolloutRef      string               // spec.rolloutRef.name: the KULTA Rollout that takes the Deployment
+	// Versions are the resourceVersions objects had after ALUMIINI last
+	// wrote (or checked) them, keyed by ObjectKey: a drift check skips the
+	// dry run of an object still at its version.
+	Versions   map[string]string
+	RolloutRef string // spec.rolloutRef.name: the KULTA Rollout that takes the Deployment
 	// ServiceAccount is spec.serviceAccountName: a ServiceAccount in
 	// Owner.Namespace impersonated for every apply, dry-run, prune and read
 	// of applied objects. Empty: the Applier's default (WithDefaultServiceAccount),
@@ -74,6 +78,10 @@ type Result struct {
 	Pruned    []v1alpha1.ObjectRef
 	Failed    []ObjectError
 	Hashes    map[string]string // content hashes for the next sync, keyed by ObjectKey
+	// Versions are the resourceVersions of the objects after this apply
+	// (for the next drift check): those sent, and those skipped as
+	// unchanged that Options.Versions knew.
+	Versions map[string]string
 	// HandedOver lists the Deployments sent to the Rollout of
 	// Options.RolloutRef (not in Applied: no Deployment was applied). They
 	// stay in the inventory.
@@ -168,6 +176,9 @@ type run struct {
 	res         Result
 	batchClaims bool   // several new objects: list claims per resource and namespace (claims.go)
 	claims      claims // what listClaims found, by resource and namespace
+	// listed holds, per "resource|namespace", this repository's live
+	// objects there by name (drift.go); nil when the list failed.
+	listed map[string]map[string]*unstructured.Unstructured
 }
 
 // newRun starts the new inventory as a copy of the old one: an object only
@@ -176,8 +187,9 @@ type run struct {
 // the objects the run handles.
 func (a *Applier) newRun(opts Options, objs []*unstructured.Unstructured) *run {
 	r := &run{a: a, opts: opts, old: map[string]v1alpha1.ObjectRef{}, inv: map[string]v1alpha1.ObjectRef{},
-		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}},
-		batchClaims: len(objs) >= len(opts.Inventory)+claimsBatchMin, claims: claims{}}
+		seen: map[string]bool{}, res: Result{Hashes: map[string]string{}, Versions: map[string]string{}},
+		batchClaims: len(objs) >= len(opts.Inventory)+claimsBatchMin, claims: claims{},
+		listed: map[string]map[string]*unstructured.Unstructured{}}
 	if opts.RolloutRef != "" {
 		r.deployments = deploymentsIn(objs)
 	}
@@ -255,7 +267,7 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 	hash := contentHash(send)
 	if _, known := r.old[key]; known && useHashes && r.opts.Hashes[key] == hash {
 		r.res.Unchanged = append(r.res.Unchanged, ref)
-		r.keep(ref, hash)
+		r.keep(ref, hash, r.opts.Versions[key])
 		return nil, nil
 	}
 	if send != obj {
@@ -266,17 +278,24 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 			return nil, r.fail(ctx, ref, obj, err)
 		}
 	}
-	if err := r.a.deliver(ctx, m, obj, r.opts.Force); err != nil {
+	applied, err := r.a.deliver(ctx, m, obj, r.opts.Force)
+	if err != nil {
 		return nil, r.fail(ctx, ref, obj, err)
 	}
 	r.res.Applied = append(r.res.Applied, ref)
-	r.keep(ref, hash)
+	r.keep(ref, hash, applied.GetResourceVersion())
 	return obj, nil
 }
 
-func (r *run) keep(ref v1alpha1.ObjectRef, hash string) {
-	r.inv[ObjectKey(ref)] = ref
-	r.res.Hashes[ObjectKey(ref)] = hash
+// keep records an object in the new inventory with its content hash and,
+// when known, the resourceVersion it has now.
+func (r *run) keep(ref v1alpha1.ObjectRef, hash, version string) {
+	key := ObjectKey(ref)
+	r.inv[key] = ref
+	r.res.Hashes[key] = hash
+	if version != "" {
+		r.res.Versions[key] = version
+	}
 }
 
 // fail records a refused object, or returns err when it means the whole
@@ -291,6 +310,7 @@ func (r *run) fail(ctx context.Context, ref v1alpha1.ObjectRef, obj *unstructure
 	}
 	r.res.Failed = append(r.res.Failed, ObjectError{Ref: ref, Err: err})
 	delete(r.res.Hashes, ObjectKey(ref))
+	delete(r.res.Versions, ObjectKey(ref))
 	return nil
 }
 
@@ -386,22 +406,22 @@ func (a *Applier) ssa(ctx context.Context, m *meta.RESTMapping, obj *unstructure
 }
 
 // deliver sends one prepared object to the cluster, deleting and
-// recreating it when an immutable field changed and force allows it.
+// recreating it when an immutable field changed and force allows it, and
+// returns the object as the API server stored it.
 // (A Deployment handed to a KULTA Rollout goes through handOver instead:
 // a Rollout is never deleted.)
-func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, force bool) error {
-	_, err := a.ssa(ctx, m, obj, false)
+func (a *Applier) deliver(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, force bool) (*unstructured.Unstructured, error) {
+	applied, err := a.ssa(ctx, m, obj, false)
 	if err == nil || !isImmutable(err) {
-		return err
+		return applied, err
 	}
 	if !force {
-		return fmt.Errorf("%w (an immutable field changed: set spec.force to true to let ALUMIINI delete and recreate the object)", err)
+		return nil, fmt.Errorf("%w (an immutable field changed: set spec.force to true to let ALUMIINI delete and recreate the object)", err)
 	}
 	if err := a.deleteAndWait(ctx, m, obj); err != nil {
-		return fmt.Errorf("recreate after an immutable field change: %w", err)
+		return nil, fmt.Errorf("recreate after an immutable field change: %w", err)
 	}
-	_, err = a.ssa(ctx, m, obj, false)
-	return err
+	return a.ssa(ctx, m, obj, false)
 }
 
 // isImmutable recognises the API server's refusals of a change to a field

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,16 +20,24 @@ type DriftResult struct {
 	Missing   []v1alpha1.ObjectRef // live object is gone
 	Corrected []v1alpha1.ObjectRef // re-applied (mode Correct)
 	Failed    []ObjectError
+	// Versions are the resourceVersions of the objects found in sync or
+	// corrected, for the next check (Options.Versions).
+	Versions map[string]string
+	DryRuns  int // objects that needed a server-side dry run
 }
 
 // Drift compares every object of objs that is in opts.Inventory with the
-// cluster: a server-side dry-run apply shows what git would make of the
-// live object, and any difference outside status and server-set metadata
-// is drift. Fields other managers own and git does not set are not drift.
-// Mode Correct re-applies what drifted or went missing, Detect only
-// reports it, Ignore does nothing. Content hashes are not consulted. With
-// Options.RolloutRef, the Deployment is compared with the Rollout it was
-// handed to, under its own ref.
+// cluster. The live objects are read in bulk, one list per kind and
+// namespace of this repository's labels; an object still at the
+// resourceVersion of opts.Versions (ALUMIINI's own last write or check)
+// is in sync without more ado. For the others, a server-side dry-run
+// apply shows what git would make of the live object, and any difference
+// outside status and server-set metadata is drift. Fields other managers
+// own and git does not set are not drift. Mode Correct re-applies what
+// drifted or went missing, Detect only reports it, Ignore does nothing.
+// Content hashes are not consulted. With Options.RolloutRef, the
+// Deployment is compared with the Rollout it was handed to, under its own
+// ref.
 func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, opts Options, mode v1alpha1.DriftMode) (DriftResult, error) {
 	var out DriftResult
 	if mode == v1alpha1.DriftIgnore {
@@ -39,6 +48,7 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 		return out, err
 	}
 	r := a.newRun(opts, objs)
+	out.Versions = map[string]string{}
 	var fix []*unstructured.Unstructured
 	for _, obj := range sortObjects(objs) {
 		st, err := r.inspect(ctx, obj, true)
@@ -48,6 +58,9 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 		if st.skip {
 			continue
 		}
+		if st.dryRun {
+			out.DryRuns++
+		}
 		switch {
 		case st.missing:
 			out.Missing = append(out.Missing, st.ref)
@@ -55,6 +68,9 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 			out.Failed = append(out.Failed, r.objectError(st))
 			continue
 		case sameContent(st.live, st.dry):
+			if v := st.live.GetResourceVersion(); v != "" && !r.handsOver(st.ref) {
+				out.Versions[ObjectKey(st.ref)] = v
+			}
 			continue
 		default:
 			out.Drifted = append(out.Drifted, st.ref)
@@ -70,6 +86,9 @@ func (a *Applier) Drift(ctx context.Context, objs []*unstructured.Unstructured, 
 	out.Corrected = fixed.Applied
 	for _, h := range fixed.HandedOver {
 		out.Corrected = append(out.Corrected, h.Deployment)
+	}
+	for key, v := range fixed.Versions {
+		out.Versions[key] = v
 	}
 	out.Failed = append(out.Failed, fr.res.Failed...)
 	return out, err
@@ -142,6 +161,7 @@ type state struct {
 	missing bool                       // not in the cluster
 	err     error                      // why it cannot be checked or applied
 	skip    bool                       // a duplicate, or not in the inventory when only that is wanted
+	dryRun  bool                       // a server-side dry run was sent
 }
 
 // inspect reads the live object and dry-runs the apply of obj, unless it
@@ -166,18 +186,63 @@ func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyI
 	case err != nil:
 		st.err, st.missing = err, meta.IsNoMatchError(err) // a kind not served has no objects
 	default:
-		st.live, st.err = r.a.resource(m, prepared.GetNamespace()).Get(ctx, prepared.GetName(), metav1.GetOptions{})
+		st.live, st.err = r.liveObject(ctx, m, prepared)
 		if apierrors.IsNotFound(st.err) {
 			st.live, st.err, st.missing = nil, nil, true
 		}
-		if st.err == nil {
+		switch v, ok := r.opts.Versions[key]; {
+		case st.err != nil:
+		case !st.missing && ok && v == st.live.GetResourceVersion():
+			st.dry = st.live // nobody wrote it since ALUMIINI did (or last found it in sync)
+		default:
 			st.dry, st.err = r.a.ssa(ctx, m, prepared, true)
+			st.dryRun = true
 		}
 	}
 	if st.err != nil && fatal(ctx, st.err) {
 		return st, st.err
 	}
 	return st, nil
+}
+
+// liveObject reads the live object of prepared from one list per kind and
+// namespace of the objects this repository's labels mark (listed once per
+// run), or with a GET when it is not among them (gone, or its labels
+// removed) or the list failed (a tenant's Role may grant get, not list).
+func (r *run) liveObject(ctx context.Context, m *meta.RESTMapping, prepared *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	group := m.Resource.String() + "|" + prepared.GetNamespace()
+	owned, ok := r.listed[group]
+	if !ok {
+		var err error
+		if owned, err = r.a.listOwned(ctx, m, prepared.GetNamespace(), r.opts.Owner); err != nil && fatal(ctx, err) {
+			return nil, err
+		}
+		r.listed[group] = owned // nil after an error: read one by one
+	}
+	if live, ok := owned[prepared.GetName()]; ok {
+		return live, nil
+	}
+	return r.a.resource(m, prepared.GetNamespace()).Get(ctx, prepared.GetName(), metav1.GetOptions{})
+}
+
+// listOwned lists the objects of one resource and namespace that owner's
+// labels mark, by name.
+func (a *Applier) listOwned(ctx context.Context, m *meta.RESTMapping, namespace string, owner Owner) (map[string]*unstructured.Unstructured, error) {
+	sel := fmt.Sprintf("%s=%s,%s=%s", v1alpha1.LabelName, owner.Name, v1alpha1.LabelNamespace, owner.Namespace)
+	owned := map[string]*unstructured.Unstructured{}
+	opts := metav1.ListOptions{LabelSelector: sel, Limit: 500}
+	for {
+		list, err := a.resource(m, namespace).List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			owned[list.Items[i].GetName()] = &list.Items[i]
+		}
+		if opts.Continue = list.GetContinue(); opts.Continue == "" {
+			return owned, nil
+		}
+	}
 }
 
 func (r *run) objectError(st state) ObjectError {

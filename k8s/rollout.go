@@ -100,7 +100,7 @@ func (r *run) handOver(ctx context.Context, dep v1alpha1.ObjectRef, rollout *uns
 		return r.fail(ctx, dep, nil, err)
 	}
 	r.res.HandedOver = append(r.res.HandedOver, Handover{Deployment: dep, Rollout: rollout.GetNamespace() + "/" + rollout.GetName()})
-	r.keep(dep, hash)
+	r.keep(dep, hash, "") // compared with its Rollout: always dry-run
 	return nil
 }
 

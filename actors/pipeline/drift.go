@@ -37,7 +37,12 @@ func driftLoad(ctx context.Context, s *syncState) *Outcome {
 
 func driftCheck(ctx context.Context, s *syncState) *Outcome {
 	mode := s.repo.Spec.DriftMode()
-	res, err := s.p.Applier.Drift(ctx, s.objs, s.options(), mode)
+	opts := s.options()
+	opts.Versions = s.mem.Versions
+	res, err := s.p.Applier.Drift(ctx, s.objs, opts, mode)
+	if err == nil {
+		s.mem.Versions = res.Versions
+	}
 	if err != nil {
 		err = fmt.Errorf("drift check: %w", err)
 		return &Outcome{Kind: DriftFailed, Message: sentence(err.Error()), Err: err, APIDown: apiUnreachable(err)}

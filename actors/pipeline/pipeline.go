@@ -180,6 +180,9 @@ func (s *syncState) recall(ctx context.Context) {
 // first new commit applies).
 func (s *syncState) remember(ctx context.Context, commit string, hashes map[string]string, inputs []string) {
 	s.mem.Commit, s.mem.Generation, s.mem.Hashes, s.mem.Inputs = commit, s.repo.Generation, hashes, inputs
+	if hashes == nil {
+		s.mem.Versions = nil
+	}
 	if s.p.Cache == nil {
 		return
 	}

@@ -250,6 +250,7 @@ func apply(ctx context.Context, s *syncState) *Outcome {
 	opts := s.options()
 	opts.SkipPrune = len(s.parseErrs) > 0
 	opts.Hashes = s.hashes
+	opts.Versions = s.mem.Versions
 	res, err := s.p.Applier.Apply(ctx, s.objs, opts)
 	s.result = res
 	if err != nil {
@@ -294,6 +295,7 @@ func record(ctx context.Context, s *syncState) *Outcome {
 		inputs = nil
 	}
 	s.remember(ctx, s.fetch.Commit, s.result.Hashes, inputs)
+	s.mem.Versions = s.result.Versions
 	return nil
 }
 

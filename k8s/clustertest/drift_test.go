@@ -255,3 +255,62 @@ spec:
 		t.Errorf("failure %v does not name the Secret", res.Failed[0])
 	}
 }
+
+// TestDriftChecksOnlyWhatMoved: with the resourceVersions of ALUMIINI's
+// own apply, a drift check of untouched objects reads one list and sends
+// no dry run; an object another writer edited is still found and
+// corrected, and one deleted is found missing.
+func TestDriftChecksOnlyWhatMoved(t *testing.T) {
+	ns := env.Namespace(t)
+	files := map[string]string{}
+	for i := range 5 {
+		files[fmt.Sprintf("cm-%d.yaml", i)] = configMap(fmt.Sprintf("cm-%d", i), "git")
+	}
+	objs := load(t, files)
+	a, count := countingApplier(t)
+	opts := k8s.Options{Owner: k8s.Owner{Namespace: ns, Name: "r"}, Prune: true}
+	res, err := a.Apply(ctx(t), objs, opts)
+	if err != nil || len(res.Failed) > 0 || len(res.Versions) != 5 {
+		t.Fatalf("apply: %v %v, versions %v", err, res.Failed, res.Versions)
+	}
+	opts.Inventory, opts.Hashes, opts.Versions = res.Inventory, res.Hashes, res.Versions
+
+	dryRuns, reads := count("PATCH", "dryRun=All"), count("GET", "/namespaces/"+ns+"/configmaps/")
+	got, err := a.Drift(ctx(t), objs, opts, v1alpha1.DriftCorrect)
+	if err != nil || len(got.Drifted)+len(got.Missing)+len(got.Failed) > 0 {
+		t.Fatalf("untouched: %+v, %v; want no drift", got, err)
+	}
+	if n, m := count("PATCH", "dryRun=All")-dryRuns, count("GET", "/namespaces/"+ns+"/configmaps/")-reads; n != 0 || m != 0 || got.DryRuns != 0 {
+		t.Fatalf("untouched: %d dry runs and %d single reads; want none (one list)", n, m)
+	}
+
+	cms := env.Kube.CoreV1().ConfigMaps(ns)
+	cm, _ := getCM(t, ns, "cm-1")
+	cm.Data["key"] = "hand-edited"
+	if _, err := cms.Update(ctx(t), cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cms.Delete(ctx(t), "cm-3", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opts.Versions = got.Versions
+	got, err = a.Drift(ctx(t), objs, opts, v1alpha1.DriftCorrect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNoFailures(t, got.Failed)
+	wantNames(t, "drifted", got.Drifted, "ConfigMap/cm-1")
+	wantNames(t, "missing", got.Missing, "ConfigMap/cm-3")
+	wantNames(t, "corrected", got.Corrected, "ConfigMap/cm-1", "ConfigMap/cm-3")
+	if got.DryRuns != 2 {
+		t.Fatalf("%d dry runs, want 2: the edited and the deleted object", got.DryRuns)
+	}
+	if cm, err := getCM(t, ns, "cm-1"); err != nil || cm.Data["key"] != "git" {
+		t.Fatalf("cm-1 after Correct: %v %v", cm, err)
+	}
+	// The corrected objects' new versions are known: the next check is quiet again.
+	opts.Versions = got.Versions
+	if got, err = a.Drift(ctx(t), objs, opts, v1alpha1.DriftDetect); err != nil || got.DryRuns != 0 || len(got.Drifted)+len(got.Missing) > 0 {
+		t.Fatalf("after Correct: %+v, %v; want in sync with no dry run", got, err)
+	}
+}
