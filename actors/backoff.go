@@ -77,3 +77,13 @@ func (s *backoffState) reset() { *s = backoffState{} }
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
+
+// spread is the first period of a timer (at start, or after a spec
+// change): uniform over the last nine tenths of d, so that a controller
+// starting with thousands of repositories spreads their first polls and
+// drift checks over the interval instead of firing them together one
+// interval later. The first tenth is left out: the startup sync has just
+// fetched and checked.
+func spread(d time.Duration, r float64) time.Duration {
+	return time.Duration(float64(d) * (0.1 + 0.9*r))
+}

@@ -97,3 +97,24 @@ func TestSyncRequestMerge(t *testing.T) {
 		})
 	}
 }
+
+// The first timers of many repositories fall evenly over the last nine
+// tenths of the interval: no burst one interval after a start.
+func TestSpreadCoversTheInterval(t *testing.T) {
+	const interval = 10 * time.Minute
+	if lo, hi := spread(interval, 0), spread(interval, 1); lo != time.Minute || hi != interval {
+		t.Fatalf("spread bounds %v..%v, want 1m..10m", lo, hi)
+	}
+	// Ten buckets of 54s over [1m, 10m]: 1,000 evenly spaced draws put 100
+	// in each, where jitter (±10% around 10m) would put them all in the last.
+	buckets := make([]int, 10)
+	for i := range 1000 {
+		d := spread(interval, (float64(i)+0.5)/1000)
+		buckets[int((d-time.Minute)*10/(interval-time.Minute))]++
+	}
+	for i, n := range buckets {
+		if n != 100 {
+			t.Fatalf("bucket %d holds %d first timers, want 100: %v", i, n, buckets)
+		}
+	}
+}

@@ -191,9 +191,9 @@ func (a *repoActor) tick(ctx actor.Context, trigger Trigger) {
 		return // a tick already in flight when the timers stopped
 	}
 	if trigger == TriggerPoll {
-		a.armPoll()
+		a.armPoll(jitter(a.repo.Spec.PollInterval()))
 	} else {
-		a.armDrift()
+		a.armDrift(jitter(a.repo.Spec.DriftInterval()))
 	}
 	a.trigger(ctx, SyncRequest{Trigger: trigger})
 }
@@ -408,20 +408,18 @@ func (a *repoActor) answer(waiters []chan<- error, err error) {
 func (a *repoActor) armTimers() {
 	stopTimer(a.poll)
 	stopTimer(a.drift)
-	a.armPoll()
-	a.armDrift()
+	a.armPoll(spread(a.repo.Spec.PollInterval(), rand.Float64()))
+	a.armDrift(spread(a.repo.Spec.DriftInterval(), rand.Float64()))
 }
 
-func (a *repoActor) armPoll() {
-	d := jitter(a.repo.Spec.PollInterval())
+func (a *repoActor) armPoll(d time.Duration) {
 	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), time.Now().Add(d)
 }
 
 // armDrift skips the drift timer of a repository whose drift mode is Ignore.
-func (a *repoActor) armDrift() {
+func (a *repoActor) armDrift(d time.Duration) {
 	a.driftDue = time.Time{}
 	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
-		d := jitter(a.repo.Spec.DriftInterval())
 		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), time.Now().Add(d)
 	}
 }
