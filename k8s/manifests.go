@@ -10,6 +10,8 @@ package k8s
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/k8s/sops"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -63,6 +66,7 @@ type loader struct {
 	objs      []*unstructured.Unstructured
 	errs      []error
 	reads     map[string]bool // files read, when recording (inputs.go)
+	digest    string          // of the SOPS file being decoded, "" for a plain one
 }
 
 func newLoader(root, dir string) (*loader, error) {
@@ -174,6 +178,12 @@ func (l *loader) readFile(path string) {
 		return
 	}
 	isJSON := strings.EqualFold(filepath.Ext(path), ".json")
+	l.digest = ""
+	if sops.IsEncrypted(data) {
+		sum := sha256.Sum256(data)
+		l.digest = hex.EncodeToString(sum[:16])
+	}
+	defer func() { l.digest = "" }()
 	if data, err = l.decrypt(data, isJSON); err != nil {
 		l.fail(path, err)
 		return
@@ -205,6 +215,10 @@ func (l *loader) readFile(path string) {
 	}
 }
 
+// ErrDecryption marks a SOPS file that the keys of spec.decryption could
+// not decrypt (wrong key, or a tampered file).
+var ErrDecryption = errors.New("SOPS decryption failed")
+
 // decrypt returns data itself unless it is a SOPS document, which it
 // decrypts in memory. Errors never carry decrypted values.
 func (l *loader) decrypt(data []byte, isJSON bool) ([]byte, error) {
@@ -216,7 +230,7 @@ func (l *loader) decrypt(data []byte, isJSON bool) ([]byte, error) {
 	}
 	plain, err := l.dec.Decrypt(data, isJSON)
 	if err != nil {
-		return nil, fmt.Errorf("SOPS decryption failed: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrDecryption, err)
 	}
 	return plain, nil
 }
@@ -259,6 +273,14 @@ func (l *loader) add(where string, m map[string]interface{}) {
 	if missing := missingField(obj); missing != "" {
 		l.errs = append(l.errs, fmt.Errorf("%s: missing %s; every object needs apiVersion, kind and metadata.name", where, missing))
 		return
+	}
+	if l.digest != "" {
+		annotations := obj.GetAnnotations()
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[v1alpha1.AnnotationSOPSDigest] = l.digest
+		obj.SetAnnotations(annotations)
 	}
 	l.objs = append(l.objs, obj)
 }

@@ -124,7 +124,14 @@ func sortRefs(refs []v1alpha1.ObjectRef) { slices.SortStableFunc(refs, compareRe
 // contentHash fingerprints the object as it will be sent (namespace and
 // ownership labels included). 128 bits are plenty to notice a change.
 func contentHash(obj *unstructured.Unstructured) string {
-	b, err := json.Marshal(obj.Object) // map keys are sorted: stable
+	in := obj.Object
+	if obj.GetAnnotations()[v1alpha1.AnnotationSOPSDigest] != "" {
+		// Decrypted from SOPS: the digest of the ciphertext stands for the
+		// values, so that no hash of a secret is kept (a low-entropy value
+		// could be guessed from it).
+		in = map[string]any{"apiVersion": obj.GetAPIVersion(), "kind": obj.GetKind(), "metadata": obj.Object["metadata"]}
+	}
+	b, err := json.Marshal(in) // map keys are sorted: stable
 	if err != nil {
 		return "" // never equal to a stored hash, so the object is sent
 	}

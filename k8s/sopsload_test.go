@@ -2,6 +2,8 @@ package k8s
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/k8s/sops"
 	"github.com/false-systems/alumiini/k8s/sops/sopstest"
 )
@@ -59,5 +62,53 @@ func TestLoadManifestsDecrypting(t *testing.T) {
 		if strings.Contains(e.Error(), "hunter2") {
 			t.Fatalf("error leaks the plaintext: %v", e)
 		}
+	}
+}
+
+// An object decrypted from a SOPS file carries the digest of the file's
+// ciphertext, and its content hash follows that digest, never the
+// decrypted values: the same values encrypted again hash differently (and
+// are applied again, harmlessly), different values under one digest hash
+// alike.
+func TestDecryptedObjectsHashTheCiphertext(t *testing.T) {
+	k, err := sopstest.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := sops.New(map[string][]byte{"key.agekey": k.AgeFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n")
+	load := func() *unstructured.Unstructured {
+		t.Helper()
+		enc, err := k.Encrypt(plain, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "db.yaml"), enc, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		objs, errs := LoadManifestsDecrypting(dir, dir, dec)
+		if len(objs) != 1 || len(errs) > 0 {
+			t.Fatalf("load: %v %v", objs, errs)
+		}
+		sum := sha256.Sum256(enc)
+		if got := objs[0].GetAnnotations()[v1alpha1.AnnotationSOPSDigest]; got != hex.EncodeToString(sum[:16]) {
+			t.Fatalf("digest annotation %q, want the ciphertext's", got)
+		}
+		return objs[0]
+	}
+	first, again := load(), load()
+	if contentHash(first) == contentHash(again) {
+		t.Fatal("the same values encrypted twice hash alike: the hash follows the plaintext")
+	}
+	other := first.DeepCopy()
+	if err := unstructured.SetNestedField(other.Object, "another-password", "stringData", "password"); err != nil {
+		t.Fatal(err)
+	}
+	if contentHash(first) != contentHash(other) {
+		t.Fatal("different decrypted values under one ciphertext digest hash differently: the hash covers the plaintext")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -220,6 +221,15 @@ func (s *syncState) parse(ctx context.Context) ([]*unstructured.Unstructured, []
 		return nil, []error{err}
 	}
 	objs, errs, s.inputs = k8s.LoadManifestsReading(s.fetch.Root, s.fetch.Dir, dec)
+	if dec != nil && slices.ContainsFunc(errs, func(err error) bool { return errors.Is(err, k8s.ErrDecryption) }) {
+		// The keys may have been rotated since the Secret was read: read it
+		// again, once.
+		s.p.Secrets.Forget(s.repo.Namespace, s.repo.Spec.Decryption.SecretRef.Name)
+		if dec, err = s.decryptor(ctx); err != nil {
+			return nil, []error{err}
+		}
+		objs, errs, s.inputs = k8s.LoadManifestsReading(s.fetch.Root, s.fetch.Dir, dec)
+	}
 	return objs, errs
 }
 

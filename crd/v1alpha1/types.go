@@ -21,6 +21,11 @@ const (
 	// its value changes.
 	AnnotationRequestedAt = Group + "/requestedAt"
 
+	// AnnotationSOPSDigest marks an object decrypted from a SOPS file with
+	// a digest of the file's ciphertext: its content hash covers that
+	// digest instead of the decrypted values.
+	AnnotationSOPSDigest = Group + "/sops-digest"
+
 	// FieldManager is the server-side apply field manager.
 	FieldManager = "alumiini"
 )

@@ -18,6 +18,7 @@ import (
 	"github.com/getsops/sops/v3/config"
 	"github.com/getsops/sops/v3/keys"
 	"github.com/getsops/sops/v3/pgp"
+	jsonstore "github.com/getsops/sops/v3/stores/json"
 	yamlstore "github.com/getsops/sops/v3/stores/yaml"
 )
 
@@ -60,7 +61,21 @@ func NewKeys() (*Keys, error) {
 // when not empty, limits encryption to matching keys as sops'
 // --encrypted-regex does.
 func (k *Keys) Encrypt(plain []byte, usePGP bool, encryptedRegex string) ([]byte, error) {
-	store := yamlstore.NewStore(&config.YAMLStoreConfig{})
+	return k.encrypt(yamlstore.NewStore(&config.YAMLStoreConfig{}), plain, usePGP, encryptedRegex)
+}
+
+// EncryptJSON is Encrypt for a JSON document, as sops encrypts a .json file.
+func (k *Keys) EncryptJSON(plain []byte, usePGP bool, encryptedRegex string) ([]byte, error) {
+	return k.encrypt(jsonstore.NewStore(&config.JSONStoreConfig{}), plain, usePGP, encryptedRegex)
+}
+
+// sopsStore is the part of a sops store that encryption needs.
+type sopsStore interface {
+	LoadPlainFile(data []byte) (sopsapi.TreeBranches, error)
+	EmitEncryptedFile(tree sopsapi.Tree) ([]byte, error)
+}
+
+func (k *Keys) encrypt(store sopsStore, plain []byte, usePGP bool, encryptedRegex string) ([]byte, error) {
 	branches, err := store.LoadPlainFile(plain)
 	if err != nil {
 		return nil, err
