@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/false-systems/alumiini/k8s/sops"
 )
 
 // kustomize builds the kustomization in dir and adds its objects. Files are
@@ -17,7 +20,15 @@ import (
 // (krusty's defaults), and remote bases or files are refused before
 // kustomize could fetch them.
 func (l *loader) kustomize(dir string) {
+	var digests []string // of the SOPS files the build decrypted
 	fsys := checkoutFS{FileSystem: filesys.MakeFsOnDisk(), root: l.root, refused: new(error)}
+	fsys.decrypt = func(path string, data []byte) ([]byte, error) {
+		plain, digest, err := l.decryptAs(path, data)
+		if digest != "" {
+			digests = append(digests, digest)
+		}
+		return plain, err
+	}
 	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(l.recording(fsys), dir)
 	if err != nil && *fsys.refused != nil {
 		err = *fsys.refused // kustomize may have hidden it behind a vaguer error
@@ -33,8 +44,39 @@ func (l *loader) kustomize(dir string) {
 			l.errs = append(l.errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
+		// Which Secret came from which encrypted file, kustomize does not
+		// say: each Secret of a build that decrypted files hashes them all.
+		l.digest = ""
+		if r.GetKind() == "Secret" && len(digests) > 0 {
+			l.digest = combinedDigest(digests)
+		}
 		l.decodeJSON(where, data)
 	}
+	l.digest = ""
+}
+
+// decryptAs decrypts a SOPS file that kustomize reads (a resource, or a
+// secretGenerator's env file or file) in the format its name says, and
+// returns the digest of its ciphertext; a plain file is returned as it is.
+func (l *loader) decryptAs(path string, data []byte) ([]byte, string, error) {
+	f := sops.FormatOf(path)
+	if !sops.IsEncryptedAs(data, f) {
+		return data, "", nil
+	}
+	if l.dec == nil {
+		return nil, "", fmt.Errorf("%s: %w", l.rel(path), errNoDecryption)
+	}
+	plain, err := l.dec.DecryptAs(data, f)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w: %w", l.rel(path), ErrDecryption, err)
+	}
+	return plain, digestOf(data), nil
+}
+
+func combinedDigest(digests []string) string {
+	sorted := slices.Clone(digests)
+	slices.Sort(sorted)
+	return digestOf([]byte(strings.Join(sorted, ",")))
 }
 
 // checkoutFS is the on-disk file system confined to a checkout: it reads
@@ -45,6 +87,9 @@ type checkoutFS struct {
 	filesys.FileSystem
 	root    string
 	refused *error
+	// decrypt turns a SOPS file into its plaintext, in memory (nil: files
+	// are read as they are).
+	decrypt func(path string, data []byte) ([]byte, error)
 }
 
 func (c checkoutFS) refuse(err error) error {
@@ -83,8 +128,17 @@ func (c checkoutFS) ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	data, err := c.FileSystem.ReadFile(path)
-	if err != nil || !isKustomizationFile(filepath.Base(path)) {
-		return data, err
+	if err != nil {
+		return nil, err
+	}
+	if !isKustomizationFile(filepath.Base(path)) {
+		if c.decrypt == nil {
+			return data, nil
+		}
+		if data, err = c.decrypt(path, data); err != nil {
+			return nil, c.refuse(err)
+		}
+		return data, nil
 	}
 	if err := checkKustomization(data); err != nil {
 		return nil, c.refuse(fmt.Errorf("%s: %w", relTo(c.root, path), err))

@@ -180,8 +180,7 @@ func (l *loader) readFile(path string) {
 	isJSON := strings.EqualFold(filepath.Ext(path), ".json")
 	l.digest = ""
 	if sops.IsEncrypted(data) {
-		sum := sha256.Sum256(data)
-		l.digest = hex.EncodeToString(sum[:16])
+		l.digest = digestOf(data)
 	}
 	defer func() { l.digest = "" }()
 	if data, err = l.decrypt(data, isJSON); err != nil {
@@ -215,6 +214,14 @@ func (l *loader) readFile(path string) {
 	}
 }
 
+var errNoDecryption = errors.New("encrypted with SOPS but spec.decryption is not set; add spec.decryption {provider: sops, secretRef: {name: <Secret with .agekey or .asc keys>}}")
+
+// digestOf names a SOPS file's ciphertext (AnnotationSOPSDigest).
+func digestOf(ciphertext []byte) string {
+	sum := sha256.Sum256(ciphertext)
+	return hex.EncodeToString(sum[:16])
+}
+
 // ErrDecryption marks a SOPS file that the keys of spec.decryption could
 // not decrypt (wrong key, or a tampered file).
 var ErrDecryption = errors.New("SOPS decryption failed")
@@ -226,7 +233,7 @@ func (l *loader) decrypt(data []byte, isJSON bool) ([]byte, error) {
 		return data, nil
 	}
 	if l.dec == nil {
-		return nil, errors.New("encrypted with SOPS but spec.decryption is not set; add spec.decryption {provider: sops, secretRef: {name: <Secret with .agekey or .asc keys>}}")
+		return nil, errNoDecryption
 	}
 	plain, err := l.dec.Decrypt(data, isJSON)
 	if err != nil {

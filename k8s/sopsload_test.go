@@ -3,6 +3,7 @@ package k8s
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -110,5 +111,73 @@ func TestDecryptedObjectsHashTheCiphertext(t *testing.T) {
 	}
 	if contentHash(first) != contentHash(other) {
 		t.Fatal("different decrypted values under one ciphertext digest hash differently: the hash covers the plaintext")
+	}
+}
+
+// A kustomize secretGenerator reads SOPS-encrypted dotenv and binary files
+// (and encrypted resources) decrypted in memory; the Secrets it makes
+// carry a digest of the ciphertexts; without spec.decryption the build is
+// refused naming the file.
+func TestKustomizeSecretGeneratorDecrypts(t *testing.T) {
+	k, err := sopstest.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := k.EncryptDotenv([]byte("DB_PASSWORD=env-secret-41\nDB_USER=app\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := k.EncryptBinary([]byte("-----BEGIN KEY-----\nbinary-secret-77\n-----END KEY-----\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := k.Encrypt([]byte("apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\nstringData:\n  token: resource-secret-19\n"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"kustomization.yaml": []byte("resources: [api.yaml]\ngeneratorOptions: {disableNameSuffixHash: true}\n" +
+			"secretGenerator:\n- name: db\n  envs: [db.env]\n- name: tls\n  files: [tls.key=tls.key.enc]\n"),
+		"db.env": env, "tls.key.enc": cert, "api.yaml": res,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dec, err := sops.New(map[string][]byte{"key.agekey": k.AgeFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, errs := LoadManifestsDecrypting(dir, dir, dec)
+	if len(errs) > 0 || len(objs) != 3 {
+		t.Fatalf("objects %v, errors %v", objs, errs)
+	}
+	byName := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		byName[o.GetName()] = o
+		if o.GetAnnotations()[v1alpha1.AnnotationSOPSDigest] == "" {
+			t.Errorf("Secret %s carries no ciphertext digest", o.GetName())
+		}
+	}
+	decoded := func(name, key string) string {
+		v, _, _ := unstructured.NestedString(byName[name].Object, "data", key)
+		b, _ := base64.StdEncoding.DecodeString(v)
+		return string(b)
+	}
+	if got := decoded("db", "DB_PASSWORD"); got != "env-secret-41" {
+		t.Errorf("db DB_PASSWORD = %q", got)
+	}
+	if got := decoded("tls", "tls.key"); !strings.Contains(got, "binary-secret-77") {
+		t.Errorf("tls tls.key = %q", got)
+	}
+	if v, _, _ := unstructured.NestedString(byName["api"].Object, "stringData", "token"); v != "resource-secret-19" {
+		t.Errorf("api token = %q", v)
+	}
+
+	_, errs = LoadManifestsIn(dir, dir)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "spec.decryption") || strings.Contains(errs[0].Error(), "secret-") {
+		t.Fatalf("without a decryptor: %v; want one refusal naming spec.decryption, no plaintext", errs)
 	}
 }

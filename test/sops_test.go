@@ -31,9 +31,10 @@ func secretJSON(name, ns, password string) []byte {
 		name, ns, base64.StdEncoding.EncodeToString([]byte(password))))
 }
 
-// encryptAll encrypts the three Secrets of the test with keys: db.yaml
+// encryptAll encrypts the Secrets of the test with keys: db.yaml
 // whole-file for age, api.yaml with encrypted_regex for age and PGP,
-// token.json as JSON for PGP (and age).
+// token.json as JSON for PGP (and age), and the dotenv file of a kustomize
+// secretGenerator (Secret gen).
 func encryptAll(t *testing.T, keys *sopstest.Keys, ns string, pw map[string]string) map[string]string {
 	t.Helper()
 	db, err := keys.Encrypt(secretManifest("db", ns, pw["db"]), false, "")
@@ -48,7 +49,14 @@ func encryptAll(t *testing.T, keys *sopstest.Keys, ns string, pw map[string]stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]string{"db.yaml": string(db), "api.yaml": string(api), "token.json": string(token)}
+	envFile, err := keys.EncryptDotenv([]byte("password=" + pw["gen"] + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"db.yaml": string(db), "api.yaml": string(api), "token.json": string(token),
+		"gen/kustomization.yaml": "namespace: " + ns + "\ngeneratorOptions: {disableNameSuffixHash: true}\n" +
+			"secretGenerator:\n- name: gen\n  envs: [app.env]\n",
+		"gen/app.env": string(envFile)}
 }
 
 // keySecret creates or replaces the Secret of spec.decryption.
@@ -90,7 +98,8 @@ func waitSecrets(t *testing.T, ns string, want map[string]string) {
 }
 
 // TestSOPSSecrets: encrypted Secrets (whole-file and encrypted_regex, YAML
-// and JSON, age and PGP) are applied with their values; a rotated key
+// and JSON, age and PGP, and a kustomize secretGenerator's dotenv file)
+// are applied with their values; a rotated key
 // decrypts the re-encrypted files; a tampered file fails alone, named,
 // with the rest applied and nothing pruned; a repository without
 // spec.decryption refuses the files, saying how to enable it; and no
@@ -102,7 +111,7 @@ func TestSOPSSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	keySecret(t, ns, keys, true)
-	pw := map[string]string{"db": "db-pw-7d1f0c", "api": "api-pw-92be44", "token": "token-pw-3a58e1"}
+	pw := map[string]string{"db": "db-pw-7d1f0c", "api": "api-pw-92be44", "token": "token-pw-3a58e1", "gen": "gen-pw-e40b17"}
 	files := encryptAll(t, keys, ns, pw)
 	files["cm.yaml"] = configMapYAML("settings", ns, "1")
 	repo := gitserver.New(t).CreateRepo(t, "secrets")
@@ -114,7 +123,7 @@ func TestSOPSSecrets(t *testing.T) {
 	createRepo(t, ns, "secrets", map[string]any{"url": repo.URL(), "interval": "1h", "decryption": decryption})
 	waitPhase(t, ns, "secrets", v1alpha1.PhaseSynced, first, 60*time.Second)
 	waitSecrets(t, ns, pw)
-	plaintexts := []string{pw["db"], pw["api"], pw["token"]}
+	plaintexts := []string{pw["db"], pw["api"], pw["token"], pw["gen"]}
 
 	// Rotation: new keys in the Secret, the files encrypted again for them.
 	rotated, err := sopstest.NewKeys()
@@ -122,12 +131,25 @@ func TestSOPSSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	keySecret(t, ns, rotated, true)
-	pw = map[string]string{"db": "db-pw-rotated-51c2", "api": "api-pw-rotated-0f9d", "token": "token-pw-rotated-c77e"}
-	plaintexts = append(plaintexts, pw["db"], pw["api"], pw["token"])
+	pw = map[string]string{"db": "db-pw-rotated-51c2", "api": "api-pw-rotated-0f9d", "token": "token-pw-rotated-c77e", "gen": "gen-pw-rotated-8812"}
+	plaintexts = append(plaintexts, pw["db"], pw["api"], pw["token"], pw["gen"])
 	second := repo.CommitStrings("rotate", encryptAll(t, rotated, ns, pw))
 	requestSync(t, ns, "secrets")
 	waitPhase(t, ns, "secrets", v1alpha1.PhaseSynced, second, 60*time.Second)
 	waitSecrets(t, ns, pw)
+
+	// kubectl alumiini diff decrypts with the keys of spec.decryption: the
+	// cluster matches, and no value is printed.
+	cli := plugin{t: t, kubeconfig: adminKubeconfig(t), ns: ns}
+	out, errOut, code := cli.run("diff", "secrets")
+	if code != 0 {
+		t.Fatalf("diff exit %d, want 0 (in sync)\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, p := range pw {
+		if strings.Contains(out+errOut, p) {
+			t.Fatalf("diff printed a decrypted value:\n%s%s", out, errOut)
+		}
+	}
 
 	// Tamper with db.yaml's ciphertext; change the ConfigMap beside it.
 	files = encryptAll(t, rotated, ns, pw)

@@ -14,6 +14,7 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/gitsrc"
 	"github.com/false-systems/alumiini/k8s"
+	"github.com/false-systems/alumiini/k8s/sops"
 )
 
 func newDiff(o *options) *cobra.Command {
@@ -55,11 +56,36 @@ func (o *options) manifests(ctx context.Context, c *clients, repo *v1alpha1.GitR
 		fmt.Fprintf(o.stderr, "comparing commit %s of %s\n", res.Commit, repo.Spec.URL)
 		root, dir = res.Root, res.Dir
 	}
-	objs, errs := k8s.LoadManifestsIn(root, dir)
+	dec, err := decryptor(ctx, c, repo)
+	if err != nil {
+		return nil, err
+	}
+	objs, errs := k8s.LoadManifestsDecrypting(root, dir, dec)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("the manifests do not load, the sync would fail: %w", errors.Join(errs...))
 	}
 	return objs, nil
+}
+
+// decryptor reads the keys of spec.decryption, with the user's rights, so
+// that SOPS files compare like the controller sees them (Secret values are
+// redacted in every diff); nil without spec.decryption.
+func decryptor(ctx context.Context, c *clients, repo *v1alpha1.GitRepository) (*sops.Decryptor, error) {
+	d := repo.Spec.Decryption
+	if d == nil || d.SecretRef == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	sec, err := c.kube.CoreV1().Secrets(repo.Namespace).Get(ctx, d.SecretRef.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("SOPS keys Secret %s/%s (spec.decryption; diff needs to read it to decrypt): %w", repo.Namespace, d.SecretRef.Name, err)
+	}
+	dec, err := sops.New(sec.Data)
+	if err != nil {
+		return nil, fmt.Errorf("SOPS keys Secret %s/%s: %w", repo.Namespace, d.SecretRef.Name, err)
+	}
+	return dec, nil
 }
 
 func fetch(ctx context.Context, c *clients, repo *v1alpha1.GitRepository, cacheDir string) (gitsrc.Result, error) {

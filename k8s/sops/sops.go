@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/getsops/sops/v3/aes"
 	"github.com/getsops/sops/v3/config"
 	"github.com/getsops/sops/v3/keyservice"
+	dotenvstore "github.com/getsops/sops/v3/stores/dotenv"
 	jsonstore "github.com/getsops/sops/v3/stores/json"
 	yamlstore "github.com/getsops/sops/v3/stores/yaml"
 	"google.golang.org/grpc"
@@ -69,6 +71,30 @@ func New(data map[string][]byte) (*Decryptor, error) {
 	return d, nil
 }
 
+// Format is how a SOPS file is laid out, as sops' --input-type says.
+type Format int
+
+const (
+	YAML   Format = iota
+	JSON          // a JSON document
+	Dotenv        // KEY=value lines (a kustomize secretGenerator's envs)
+	Binary        // any file, encrypted whole into {"data": …, "sops": …}
+)
+
+// FormatOf picks the format from a file name as sops does: .yaml/.yml,
+// .json, .env, anything else binary.
+func FormatOf(name string) Format {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml":
+		return YAML
+	case ".json":
+		return JSON
+	case ".env":
+		return Dotenv
+	}
+	return Binary
+}
+
 // IsEncrypted reports whether a YAML or JSON document carries SOPS
 // metadata: a top-level sops mapping with a mac.
 func IsEncrypted(data []byte) bool {
@@ -88,10 +114,28 @@ func IsEncrypted(data []byte) bool {
 	return doc.Sops != nil && doc.Sops.MAC != ""
 }
 
+// IsEncryptedAs is IsEncrypted for a file of format f: a dotenv file
+// carries its metadata in sops_* lines; a binary one is a JSON document.
+func IsEncryptedAs(data []byte, f Format) bool {
+	if f == Dotenv {
+		return bytes.HasPrefix(data, []byte("sops_mac=")) || bytes.Contains(data, []byte("\nsops_mac="))
+	}
+	return IsEncrypted(data)
+}
+
 // Decrypt returns the plaintext of a SOPS document; json selects the JSON
 // store, otherwise YAML. Errors never include decrypted values.
 func (d *Decryptor) Decrypt(data []byte, json bool) ([]byte, error) {
-	format := storeFor(json)
+	if json {
+		return d.DecryptAs(data, JSON)
+	}
+	return d.DecryptAs(data, YAML)
+}
+
+// DecryptAs returns the plaintext of a SOPS file of format f: for Binary,
+// the original file's bytes. Errors never include decrypted values.
+func (d *Decryptor) DecryptAs(data []byte, f Format) ([]byte, error) {
+	format := storeFor(f)
 	tree, err := format.LoadEncryptedFile(data)
 	if err != nil {
 		return nil, fmt.Errorf("reading SOPS metadata: %w", err)
@@ -125,9 +169,14 @@ type store interface {
 	EmitPlainFile(branches sopsapi.TreeBranches) ([]byte, error)
 }
 
-func storeFor(json bool) store {
-	if json {
+func storeFor(f Format) store {
+	switch f {
+	case JSON:
 		return jsonstore.NewStore(&config.JSONStoreConfig{})
+	case Dotenv:
+		return dotenvstore.NewStore(&config.DotenvStoreConfig{})
+	case Binary:
+		return jsonstore.NewBinaryStore(&config.JSONBinaryStoreConfig{})
 	}
 	return yamlstore.NewStore(&config.YAMLStoreConfig{})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/getsops/sops/v3/config"
 	"github.com/getsops/sops/v3/keys"
 	"github.com/getsops/sops/v3/pgp"
+	dotenvstore "github.com/getsops/sops/v3/stores/dotenv"
 	jsonstore "github.com/getsops/sops/v3/stores/json"
 	yamlstore "github.com/getsops/sops/v3/stores/yaml"
 )
@@ -67,6 +68,16 @@ func (k *Keys) Encrypt(plain []byte, usePGP bool, encryptedRegex string) ([]byte
 // EncryptJSON is Encrypt for a JSON document, as sops encrypts a .json file.
 func (k *Keys) EncryptJSON(plain []byte, usePGP bool, encryptedRegex string) ([]byte, error) {
 	return k.encrypt(jsonstore.NewStore(&config.JSONStoreConfig{}), plain, usePGP, encryptedRegex)
+}
+
+// EncryptDotenv encrypts KEY=value lines as sops encrypts a .env file.
+func (k *Keys) EncryptDotenv(plain []byte) ([]byte, error) {
+	return k.encrypt(dotenvstore.NewStore(&config.DotenvStoreConfig{}), plain, false, "")
+}
+
+// EncryptBinary encrypts any file whole, as sops --input-type binary does.
+func (k *Keys) EncryptBinary(plain []byte) ([]byte, error) {
+	return k.encrypt(jsonstore.NewBinaryStore(&config.JSONBinaryStoreConfig{}), plain, false, "")
 }
 
 // sopsStore is the part of a sops store that encryption needs.
