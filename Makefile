@@ -23,7 +23,7 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 
 PREFIX ?= $(shell go env GOPATH)
 
-.PHONY: all build install-cli test race unit controlplane fuzz bench generate lint run deploy kind-up clean
+.PHONY: all build install-cli test race race-short unit controlplane fuzz bench generate lint run deploy kind-up clean
 
 all: build
 
@@ -43,7 +43,22 @@ controlplane:
 test: controlplane
 	go vet ./...
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test $(TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory race-short
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# RACE_PKGS: the packages whose code runs concurrently (actors, their
+# pipeline, the shared git sources, the cache, the webhook server, the
+# applier). RACE_E2E: the end-to-end tests run against a controller built
+# with -race (lifecycle, webhooks, leader election, shutdown).
+RACE_PKGS := ./actors/... ./cache/... ./webhook/... ./gitsrc/... ./k8s/ ./cmd/...
+RACE_E2E := TestSyncLifecycle|TestWebhookSyncsWithoutWaitingForThePoll|TestLeaderElection|TestLeaderReleasesTheLeaseOnSIGTERM|TestBinaryServesAndStopsCleanly|TestBlackholedGitHostHoldsNoSlot
+
+# race-short: the race detector on RACE_PKGS and on RACE_E2E (part of make test).
+race-short: controlplane
+	go build -race -o bin/alumiini-race ./cmd/alumiini
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -race $(TEST_FLAGS) $(RACE_PKGS)
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" ALUMIINI_TEST_BINARY=$(CURDIR)/bin/alumiini-race \
+		go test $(TEST_FLAGS) -run '^($(RACE_E2E))$$' ./test/
 
 # race: every test with the race detector, the end-to-end ones against a
 # controller binary built with -race too (slow: not part of make test).
