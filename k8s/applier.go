@@ -96,6 +96,7 @@ type Applier struct {
 	ctrl   dynamic.Interface // the controller's own, for GitRepositories
 	user   string            // the impersonated user of client, "" for the controller itself
 	mapper *restmapper.DeferredDiscoveryRESTMapper
+	disc   discovery.DiscoveryInterface // uncached: to tell "not served" from "discovery failed"
 
 	tenants               *tenantClients
 	defaultServiceAccount string
@@ -139,7 +140,7 @@ func NewApplier(cfg *rest.Config, options ...ApplierOption) (*Applier, error) {
 		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	a := &Applier{client: client, ctrl: client, mapper: mapper, tenants: newTenantClients(cfg, maxTenantClients)}
+	a := &Applier{client: client, ctrl: client, mapper: mapper, disc: disc, tenants: newTenantClients(cfg, maxTenantClients)}
 	for _, o := range options {
 		o(a)
 	}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
@@ -203,6 +204,41 @@ func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyI
 		return st, st.err
 	}
 	return st, nil
+}
+
+// Moved reports whether any object of refs is gone or at another
+// resourceVersion than versions records (ALUMIINI's own last write or
+// check). It reads one list per kind and namespace and no manifest: a
+// drift check of a repository nobody touched needs nothing more. An object
+// without a recorded version counts as moved.
+func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions map[string]string, opts Options) (bool, error) {
+	a, err := a.as(opts)
+	if err != nil {
+		return true, err
+	}
+	listed := map[string]map[string]*unstructured.Unstructured{}
+	for _, ref := range refs {
+		want, ok := versions[ObjectKey(ref)]
+		if !ok {
+			return true, nil
+		}
+		m, err := a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version)
+		if err != nil {
+			return true, err
+		}
+		group := m.Resource.String() + "|" + ref.Namespace
+		owned, ok := listed[group]
+		if !ok {
+			if owned, err = a.listOwned(ctx, m, ref.Namespace, opts.Owner); err != nil {
+				return true, err
+			}
+			listed[group] = owned
+		}
+		if live, ok := owned[ref.Name]; !ok || live.GetResourceVersion() != want {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // liveObject reads the live object of prepared from one list per kind and

@@ -2,6 +2,8 @@ package k8s
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -72,6 +74,12 @@ func (a *Applier) prunable(ctx context.Context, ref v1alpha1.ObjectRef, owner Ow
 	// Any served version will do: the one applied may no longer be served.
 	m, err := a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind})
 	if meta.IsNoMatchError(err) {
+		// A discovery that failed part way (a connection cut mid-response)
+		// also looks like "no such kind": ask the API server itself before
+		// an object leaves the inventory unpruned for good.
+		if served, derr := a.served(ref); derr != nil || served {
+			return nil, nil, fmt.Errorf("find the resource of %s (discovery is failing; retried at the next sync): %w", describe(ref), errors.Join(err, derr))
+		}
 		return nil, nil, nil
 	}
 	if err != nil {
@@ -92,6 +100,35 @@ func (a *Applier) prunable(ctx context.Context, ref v1alpha1.ObjectRef, owner Ow
 		return nil, nil, nil
 	}
 	return live, m, nil
+}
+
+// served asks the API server, bypassing the discovery cache, whether it
+// serves ref's kind in any version of its group.
+func (a *Applier) served(ref v1alpha1.ObjectRef) (bool, error) {
+	groups, err := a.disc.ServerGroups()
+	if err != nil {
+		return false, err
+	}
+	for _, g := range groups.Groups {
+		if g.Name != ref.Group {
+			continue
+		}
+		for _, v := range g.Versions {
+			list, err := a.disc.ServerResourcesForGroupVersion(v.GroupVersion)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return false, err
+			}
+			for _, r := range list.APIResources {
+				if r.Kind == ref.Kind {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
 }
 
 // delete deletes live only while it is the very object that was checked

@@ -17,14 +17,39 @@ import (
 	"github.com/false-systems/alumiini/test/testenv"
 )
 
-// apiProxy forwards TCP connections to the API server until cut: then it
-// refuses new connections and drops open ones, as an API server outage
-// looks from the controller, while the test keeps its own connection.
+// apiProxy forwards TCP connections to the API server, with faults: cut,
+// it refuses new connections and drops open ones, as an API server outage
+// looks from the controller (the test keeps its own connection); slow, it
+// holds every chunk of response for a while; dropping, it cuts every
+// connection after some bytes of response, mid-response.
 type apiProxy struct {
 	addr, target string
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        []net.Conn
+	delay        time.Duration // before each chunk of response
+	dropAfter    int           // bytes of response a connection carries before it is cut; 0: no limit
+}
+
+// slow delays every chunk of response by d (0: no delay).
+func (p *apiProxy) slow(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// dropping cuts every connection, open or new, once it has carried n bytes
+// of response (0: never).
+func (p *apiProxy) dropping(n int) {
+	p.mu.Lock()
+	p.dropAfter = n
+	p.mu.Unlock()
+}
+
+func (p *apiProxy) faults() (time.Duration, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delay, p.dropAfter
 }
 
 func newAPIProxy(t *testing.T) *apiProxy {
@@ -69,8 +94,34 @@ func (p *apiProxy) forward(c net.Conn) {
 	p.conns = append(p.conns, c, up)
 	p.mu.Unlock()
 	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-	_, _ = io.Copy(c, up)
+	p.respond(c, up)
 	_ = c.Close()
+	_ = up.Close()
+}
+
+// respond copies the API server's responses to the client, with the
+// faults in force at each chunk.
+func (p *apiProxy) respond(c, up net.Conn) {
+	buf := make([]byte, 16<<10)
+	sent := 0
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			delay, dropAfter := p.faults()
+			time.Sleep(delay)
+			if dropAfter > 0 && sent+n > dropAfter {
+				_, _ = c.Write(buf[:dropAfter-min(sent, dropAfter)]) // part of it, then the cut
+				return
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += n
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *apiProxy) cut() {

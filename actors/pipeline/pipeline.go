@@ -35,6 +35,7 @@ type Applier interface {
 	Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error)
 	Drift(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options, mode v1alpha1.DriftMode) (k8s.DriftResult, error)
 	WaitHealthy(ctx context.Context, refs []v1alpha1.ObjectRef, opts k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error)
+	Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions map[string]string, opts k8s.Options) (bool, error)
 }
 
 // StatusWriter reads a GitRepository and writes its status
@@ -132,8 +133,9 @@ type syncState struct {
 	fetch     gitsrc.Result
 	objs      []*unstructured.Unstructured
 	parseErrs []error
-	inputs    []string          // files outside spec.path the build read; nil: unknown
-	hashes    map[string]string // of the last apply, trusted for this one
+	inventory []v1alpha1.ObjectRef // as readStatus read it from the API server
+	inputs    []string             // files outside spec.path the build read; nil: unknown
+	hashes    map[string]string    // of the last apply, trusted for this one
 	result    k8s.Result
 	healthy   bool // await saw every applied object healthy
 }

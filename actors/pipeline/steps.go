@@ -173,6 +173,10 @@ func readStatus(ctx context.Context, s *syncState) *Outcome {
 	if err := s.refresh(); err != nil {
 		return kubeFailed("ApplyFailed", err)
 	}
+	// Kept apart from the status: a status write that fails later in this
+	// sync drops the Memory's copy, and the informer's copy carries no
+	// inventory, so pruning would see an empty one and leak objects.
+	s.inventory = s.mem.Status.Inventory
 	return nil
 }
 
@@ -288,7 +292,7 @@ func (s *syncState) options() k8s.Options {
 		TargetNamespace: spec.TargetNamespace,
 		Prune:           spec.PruneEnabled(),
 		Force:           spec.Force,
-		Inventory:       s.status().Inventory,
+		Inventory:       s.inventory,
 		ServiceAccount:  spec.ServiceAccountName,
 	}
 	if spec.RolloutRef != nil {

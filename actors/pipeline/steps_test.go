@@ -49,15 +49,16 @@ func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result
 }
 
 type fakeApplier struct {
-	res        k8s.Result
-	err        error
-	drift      k8s.DriftResult
-	applies    int
-	lastHashes map[string]string
-	lastPrune  bool            // !SkipPrune of the last Apply
-	unhealthy  []k8s.Unhealthy // what WaitHealthy returns
-	waited     int
-	ctx        context.Context // of the last Apply
+	res           k8s.Result
+	err           error
+	drift         k8s.DriftResult
+	applies       int
+	lastHashes    map[string]string
+	lastPrune     bool            // !SkipPrune of the last Apply
+	unhealthy     []k8s.Unhealthy // what WaitHealthy returns
+	waited        int
+	ctx           context.Context // of the last Apply
+	lastInventory []v1alpha1.ObjectRef
 }
 
 func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error) {
@@ -71,6 +72,7 @@ func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k
 func (f *fakeApplier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
 	f.applies++
 	f.ctx = ctx
+	f.lastInventory = opts.Inventory
 	f.lastHashes = opts.Hashes
 	f.lastPrune = !opts.SkipPrune
 	return f.res, f.err
@@ -78,6 +80,11 @@ func (f *fakeApplier) Apply(ctx context.Context, objs []*unstructured.Unstructur
 
 func (f *fakeApplier) Drift(context.Context, []*unstructured.Unstructured, k8s.Options, v1alpha1.DriftMode) (k8s.DriftResult, error) {
 	return f.drift, nil
+}
+
+// Moved says every object moved: the fake drift result decides.
+func (f *fakeApplier) Moved(context.Context, []v1alpha1.ObjectRef, map[string]string, k8s.Options) (bool, error) {
+	return true, nil
 }
 
 type fakeStatus struct {
@@ -369,5 +376,22 @@ func TestDroppedSymlinksAreNamed(t *testing.T) {
 	}
 	if r.applier.applies != 1 || r.applier.lastPrune {
 		t.Fatalf("applies %d, prune %v; want the rest applied without pruning", r.applier.applies, r.applier.lastPrune)
+	}
+}
+
+// A status write that fails mid-sync (the response cut, say) must not
+// make the apply forget the inventory it read: pruning would then miss
+// what left git, and the written inventory would leak it for good.
+func TestFailedStatusWriteKeepsTheInventory(t *testing.T) {
+	r := newRig()
+	mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.source.commit = "c2c2c2c2c2"
+	r.status.writeErr = &url.Error{Op: "Patch", URL: "https://api", Err: syscall.ECONNRESET}
+	_, _ = r.sync(t, actors.TriggerPoll, mem)
+	if len(r.applier.lastInventory) != 1 || r.applier.lastInventory[0].Name != "a" {
+		t.Fatalf("the apply after a failed status write got inventory %v, want the one read before it", r.applier.lastInventory)
 	}
 }

@@ -276,6 +276,13 @@ func TestDriftChecksOnlyWhatMoved(t *testing.T) {
 	opts.Inventory, opts.Hashes, opts.Versions = res.Inventory, res.Hashes, res.Versions
 
 	dryRuns, reads := count("PATCH", "dryRun=All"), count("GET", "/namespaces/"+ns+"/configmaps/")
+	lists := count("GET", "/namespaces/"+ns+"/configmaps?")
+	if moved, err := a.Moved(ctx(t), res.Inventory, res.Versions, opts); err != nil || moved {
+		t.Fatalf("Moved right after the apply = %v, %v; want false", moved, err)
+	}
+	if n := count("GET", "/namespaces/"+ns+"/configmaps?") - lists; n != 1 || count("GET", "/namespaces/"+ns+"/configmaps/") != reads {
+		t.Fatalf("Moved sent %d lists and some single reads; want one list", n)
+	}
 	got, err := a.Drift(ctx(t), objs, opts, v1alpha1.DriftCorrect)
 	if err != nil || len(got.Drifted)+len(got.Missing)+len(got.Failed) > 0 {
 		t.Fatalf("untouched: %+v, %v; want no drift", got, err)
@@ -294,6 +301,9 @@ func TestDriftChecksOnlyWhatMoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.Versions = got.Versions
+	if moved, err := a.Moved(ctx(t), res.Inventory, opts.Versions, opts); err != nil || !moved {
+		t.Fatalf("Moved after an edit and a delete = %v, %v; want true", moved, err)
+	}
 	got, err = a.Drift(ctx(t), objs, opts, v1alpha1.DriftCorrect)
 	if err != nil {
 		t.Fatal(err)
