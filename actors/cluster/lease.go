@@ -52,8 +52,8 @@ func (c *LeaseConfig) validate() error {
 	if c.RenewEvery <= 0 {
 		c.RenewEvery = c.Duration / 5
 	}
-	if c.RenewEvery >= c.Duration/2 {
-		return fmt.Errorf("cluster lease provider: renew period %s must be under half the membership timeout %s", c.RenewEvery, c.Duration)
+	if c.RenewEvery*4 > c.Duration {
+		return fmt.Errorf("cluster lease provider: renew period %s must be at most a quarter of the membership timeout %s", c.RenewEvery, c.Duration)
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
@@ -74,6 +74,7 @@ type LeaseProvider struct {
 	done      chan struct{}
 	lost      chan struct{}
 	lostOnce  sync.Once
+	fence     *time.Timer // closes lost when the Lease is about to expire
 
 	mu        sync.Mutex
 	renewedAt time.Time // local time the last successful renew was sent
@@ -114,8 +115,27 @@ func (p *LeaseProvider) StartMember(c *cluster.Cluster) error {
 		close(p.done)
 		return err
 	}
+	p.fence = time.AfterFunc(p.fenceAfter(), p.markLost)
 	go p.loop(ctx)
 	return nil
+}
+
+// fenceAfter is how long from now this member may still act as an owner:
+// until its last renew plus the membership timeout, less two renew periods
+// for the supervisor to stop what it runs. The others wait at least the
+// whole timeout after they saw that renew, which was sent after renewedAt.
+func (p *LeaseProvider) fenceAfter() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return time.Until(p.renewedAt.Add(p.cfg.Duration - 2*p.cfg.RenewEvery))
+}
+
+func (p *LeaseProvider) markLost() {
+	p.lostOnce.Do(func() {
+		p.cfg.Log.Error("cluster: this member could not renew its Lease in time; it owns nothing now and must restart to rejoin",
+			zap.String("lease", p.cfg.Namespace+"/"+p.leaseName), zap.Duration("timeout", p.cfg.Duration))
+		close(p.lost)
+	})
 }
 
 // StartClient is refused: every ALUMIINI replica is a full member.
@@ -129,8 +149,8 @@ func (p *LeaseProvider) Shutdown(graceful bool) error {
 	if p.cancel == nil {
 		return nil
 	}
-	p.cancel()
-	<-p.done
+	p.stopRenewing()
+	p.markLost()
 	if !graceful {
 		return nil
 	}
@@ -143,23 +163,27 @@ func (p *LeaseProvider) Shutdown(graceful bool) error {
 	return nil
 }
 
-// Fresh reports whether this member renewed its Lease recently enough that
-// no other member can have dropped it yet: the others wait a full Duration
-// after they saw the renew, which was sent after renewedAt.
+// stopRenewing ends the renew-and-list loop.
+func (p *LeaseProvider) stopRenewing() {
+	p.cancel()
+	<-p.done
+}
+
+// Fresh reports whether this member may act as an owner: its Lease was
+// renewed recently enough that no other member can have dropped it.
 func (p *LeaseProvider) Fresh() bool {
 	select {
 	case <-p.lost:
 		return false
 	default:
+		return true
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return !p.renewedAt.IsZero() && time.Since(p.renewedAt) < p.cfg.Duration-p.cfg.RenewEvery
 }
 
-// Lost is closed once this member failed to renew its Lease for a whole
-// membership timeout. The others have dropped it and their engines block its
-// id for good, so it cannot rejoin: the process should exit and restart.
+// Lost is closed once this member stops being Fresh: its Lease is about to
+// expire, or the provider shut down. The others drop it and their engines
+// block its id for good, so it cannot rejoin: the process should stop its
+// repository actors and exit, and come back as a new member.
 func (p *LeaseProvider) Lost() <-chan struct{} { return p.lost }
 
 func (p *LeaseProvider) loop(ctx context.Context) {
@@ -181,17 +205,6 @@ func (p *LeaseProvider) loop(ctx context.Context) {
 func (p *LeaseProvider) tick(ctx context.Context) {
 	if err := p.renew(ctx); err != nil && ctx.Err() == nil {
 		p.cfg.Log.Warn("cluster: renewing this member's Lease failed", zap.Error(err))
-	}
-	p.mu.Lock()
-	expired := time.Since(p.renewedAt) >= p.cfg.Duration
-	p.mu.Unlock()
-	if expired {
-		p.lostOnce.Do(func() {
-			p.cfg.Log.Error("cluster: this member's Lease expired; the others have dropped it and it owns nothing now",
-				zap.String("lease", p.cfg.Namespace+"/"+p.leaseName), zap.Duration("timeout", p.cfg.Duration))
-			close(p.lost)
-		})
-		return
 	}
 	members, err := p.list(ctx)
 	if err != nil {
@@ -226,6 +239,9 @@ func (p *LeaseProvider) renew(parent context.Context) error {
 	p.mu.Lock()
 	p.renewedAt = start
 	p.mu.Unlock()
+	if p.fence != nil {
+		p.fence.Reset(p.fenceAfter())
+	}
 	return nil
 }
 

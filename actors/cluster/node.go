@@ -51,8 +51,12 @@ type Node struct {
 	changed  chan struct{}
 	stop     sync.Once
 
-	mu  sync.RWMutex
-	rdv *cluster.Rendezvous // the engine's placement over the current topology
+	settle time.Duration // how long a newly gained repository waits
+
+	mu        sync.RWMutex
+	rdv       *cluster.Rendezvous // the engine's placement over the current topology
+	settled   *cluster.Rendezvous // the last placement that stood for settle
+	changedAt time.Time
 }
 
 // Start joins the cluster as a member of system (which must not have
@@ -74,7 +78,8 @@ func Start(system *actor.ActorSystem, cfg Config) (n *Node, err error) {
 	}))
 	c := cluster.New(system, cluster.Configure(cfg.Name, provider, disthash.New(),
 		remote.Configure(cfg.Host, cfg.Port, opts...), cluster.WithKinds(kind)))
-	n = &Node{Cluster: c, provider: provider, changed: make(chan struct{}, 1), rdv: cluster.NewRendezvous()}
+	n = &Node{Cluster: c, provider: provider, changed: make(chan struct{}, 1), rdv: cluster.NewRendezvous(),
+		settled: cluster.NewRendezvous(), settle: 3 * provider.cfg.RenewEvery}
 	n.sub = system.EventStream.Subscribe(n.onEvent)
 	defer func() {
 		// cluster.StartMember panics when the provider fails to start.
@@ -95,8 +100,17 @@ func (n *Node) onEvent(ev any) {
 	rdv := cluster.NewRendezvous()
 	rdv.UpdateMembers(t.Members)
 	n.mu.Lock()
-	n.rdv = rdv
+	if time.Since(n.changedAt) >= n.settle {
+		n.settled = n.rdv
+	}
+	n.rdv, n.changedAt = rdv, time.Now()
 	n.mu.Unlock()
+	n.notify()
+	// Repositories gained now become owned after settle: say so again then.
+	time.AfterFunc(n.settle, n.notify)
+}
+
+func (n *Node) notify() {
 	select {
 	case n.changed <- struct{}{}:
 	default:
@@ -115,14 +129,26 @@ func (n *Node) Owner(key string) string {
 }
 
 // Owns reports whether this member should run repository key: the engine
-// places it here and this member's Lease is fresh enough that no other
-// member can have taken the repository over.
+// places it here, this member's Lease is fresh enough that no other member
+// can have taken the repository over, and, for a repository that the last
+// topology change moved here, the previous owner has had time to see that
+// change too (every member lists Leases once per renew period).
 func (n *Node) Owns(key string) bool {
-	return n.provider.Fresh() && n.Owner(key) == n.Address()
+	if !n.provider.Fresh() {
+		return false
+	}
+	me, id := n.Address(), cluster.NewClusterIdentity(key, RepositoryKind)
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.rdv.GetByClusterIdentity(id) != me {
+		return false
+	}
+	return time.Since(n.changedAt) >= n.settle || n.settled.GetByClusterIdentity(id) == me
 }
 
-// Changed receives a value after the member list changed: time to call
-// Owns again for every repository.
+// Changed receives a value after the member list changed, and again when
+// the repositories it moved here have settled: time to call Owns again for
+// every repository.
 func (n *Node) Changed() <-chan struct{} { return n.changed }
 
 // Lost is closed when this member's Lease expired (see LeaseProvider.Lost).
