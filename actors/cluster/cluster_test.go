@@ -30,19 +30,19 @@ func startMembers(t *testing.T, ns string, n int) []*Node {
 	t.Helper()
 	nodes := make([]*Node, 0, n)
 	for i := range n {
-		nodes = append(nodes, startMember(t, ns, i))
+		nodes = append(nodes, startMember(t, ns, i, testRenew))
 	}
 	return nodes
 }
 
 // startMember starts member i, whose Handler replies with its address and
 // the key it was asked about. It is stopped when the test ends.
-func startMember(t *testing.T, ns string, i int) *Node {
+func startMember(t *testing.T, ns string, i int, renew time.Duration) *Node {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(quietLogger))
 	var self *Node
 	node, err := Start(system, Config{
 		Name: "c", Host: "127.0.0.1",
-		Lease: LeaseConfig{Client: env.Kube, Namespace: ns, Member: fmt.Sprintf("m%d", i), Duration: testTimeout, RenewEvery: testRenew},
+		Lease: LeaseConfig{Client: env.Kube, Namespace: ns, Member: fmt.Sprintf("m%d", i), Duration: 10 * renew, RenewEvery: renew},
 		Handler: func(key string, _ *structpb.Struct) (*structpb.Struct, error) {
 			return structpb.NewStruct(map[string]any{"member": self.Address(), "key": key})
 		},
@@ -207,20 +207,25 @@ func TestRequestReachesTheOwnerFromAnyMember(t *testing.T) {
 // TestJoiningMemberTakesAShareWithoutDoubleOwnership: a fourth member
 // joins three; sampled throughout the move, no repository is ever owned by
 // two members, and at the end the newcomer owns a share taken only from
-// the others' repositories.
+// the others' repositories. The renew period is long here so that the old
+// members see the newcomer well after it sees itself.
 func TestJoiningMemberTakesAShareWithoutDoubleOwnership(t *testing.T) {
+	const renew = 2 * time.Second
 	ns := env.Namespace(t)
-	nodes := startMembers(t, ns, 3)
-	waitMembers(t, nodes, 3, 10*time.Second)
+	var nodes []*Node
+	for i := range 3 {
+		nodes = append(nodes, startMember(t, ns, i, renew))
+	}
+	waitMembers(t, nodes, 3, 3*renew)
 	ks := keys(300)
 	var before map[string]*Node
-	testenv.Eventually(t, 5*time.Second, func() (err error) { before, err = owners(nodes, ks); return err })
+	testenv.Eventually(t, 6*renew, func() (err error) { before, err = owners(nodes, ks); return err })
 
 	joined := make(chan *Node, 1)
-	go func() { joined <- startMember(t, ns, 3) }()
+	go func() { joined <- startMember(t, ns, 3, renew) }()
 	var all []*Node
 	var after map[string]*Node
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(8 * renew)
 	for after == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the fourth member never got a settled share")
