@@ -274,3 +274,37 @@ func allSee(nodes []*Node, want int) bool {
 	}
 	return true
 }
+
+// TestStartFailsWhenTheLeaseCannotBeWritten: a member that cannot write its
+// Lease (here: its namespace does not exist) does not join, and says which
+// Lease and why.
+func TestStartFailsWhenTheLeaseCannotBeWritten(t *testing.T) {
+	_, err := Start(actor.NewActorSystem(actor.WithLoggerFactory(quietLogger)), Config{
+		Name: "c", Host: "127.0.0.1",
+		Lease:   LeaseConfig{Client: env.Kube, Namespace: "no-such-namespace", Member: "m0", Duration: testTimeout, RenewEvery: testRenew},
+		Handler: func(string, *structpb.Struct) (*structpb.Struct, error) { return nil, nil },
+	})
+	if err == nil || !strings.Contains(err.Error(), "no-such-namespace/c-m0") || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("Start = %v, want an error naming Lease no-such-namespace/c-m0 and why", err)
+	}
+}
+
+// TestLeaseConfigIsChecked: the renew period must leave room for fencing.
+func TestLeaseConfigIsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  LeaseConfig
+		want string
+	}{
+		{"no client", LeaseConfig{Namespace: "ns", Member: "m"}, "required"},
+		{"renew too slow", LeaseConfig{Client: env.Kube, Namespace: "ns", Member: "m", Duration: 4 * time.Second, RenewEvery: 2 * time.Second}, "at most a quarter"},
+		{"defaults", LeaseConfig{Client: env.Kube, Namespace: "ns", Member: "m"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewLeaseProvider(tc.cfg)
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("NewLeaseProvider = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -85,6 +85,9 @@ func Start(system *actor.ActorSystem, cfg Config) (n *Node, err error) {
 		// cluster.StartMember panics when the provider fails to start.
 		if r := recover(); r != nil {
 			system.EventStream.Unsubscribe(n.sub)
+			if c.Remote != nil {
+				c.Remote.Shutdown(false) // free the member port
+			}
 			n, err = nil, fmt.Errorf("cluster: joining %q as a member: %v", cfg.Name, r)
 		}
 	}()
