@@ -448,6 +448,8 @@ func TestDeployControllerRightsAreEnoughAndNoMore(t *testing.T) {
 		gr("team-a", "impersonate", "", "serviceaccounts"),
 		gr(deployNamespace, "create", "coordination.k8s.io", "leases"),
 		gr(deployNamespace, "update", "coordination.k8s.io", "leases"),
+		gr(deployNamespace, "list", "coordination.k8s.io", "leases"),
+		gr(deployNamespace, "delete", "coordination.k8s.io", "leases"),
 		{verb: "get", url: "/apis/apps/v1"},
 	}
 	denied := []check{
