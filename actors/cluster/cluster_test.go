@@ -70,7 +70,7 @@ func waitMembers(t *testing.T, nodes []*Node, want int, within time.Duration) {
 	t.Helper()
 	testenv.Eventually(t, within, func() error {
 		for _, n := range nodes {
-			if got := n.Cluster.MemberList.Members().Len(); got != want {
+			if got := n.Members(); got != want {
 				return fmt.Errorf("member %s sees %d members, want %d", n.Address(), got, want)
 			}
 		}
@@ -99,7 +99,7 @@ func TestMembersSeeEachOtherAndDropOneThatStopsRenewing(t *testing.T) {
 	}
 	fenced := time.Since(stopped)
 	for _, n := range nodes[:2] {
-		if got := n.Cluster.MemberList.Members().Len(); got != 3 {
+		if got := n.Members(); got != 3 {
 			t.Fatalf("member %s dropped the stale member %s before it fenced itself (sees %d)", n.Address(), fenced, got)
 		}
 	}
@@ -279,7 +279,7 @@ func countOf(owner map[string]*Node, n *Node) int {
 
 func allSee(nodes []*Node, want int) bool {
 	for _, n := range nodes {
-		if n.Cluster.MemberList.Members().Len() != want {
+		if n.Members() != want {
 			return false
 		}
 	}

@@ -57,6 +57,7 @@ type Node struct {
 	rdv       *cluster.Rendezvous // the engine's placement over the current topology
 	settled   *cluster.Rendezvous // the last placement that stood for settle
 	changedAt time.Time
+	members   int
 }
 
 // Start joins the cluster as a member of system (which must not have
@@ -106,7 +107,7 @@ func (n *Node) onEvent(ev any) {
 	if time.Since(n.changedAt) >= n.settle {
 		n.settled = n.rdv
 	}
-	n.rdv, n.changedAt = rdv, time.Now()
+	n.rdv, n.changedAt, n.members = rdv, time.Now(), len(t.Members)
 	n.mu.Unlock()
 	n.notify()
 	// Repositories gained now become owned after settle: say so again then.
@@ -118,6 +119,14 @@ func (n *Node) notify() {
 	case n.changed <- struct{}{}:
 	default:
 	}
+}
+
+// Members is the number of members in this member's current view. (The
+// engine's MemberList.Members reads its set without a lock: use this.)
+func (n *Node) Members() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.members
 }
 
 // Address is this member's host:port for member traffic.
