@@ -52,10 +52,14 @@ func splitKey(key string) (types.NamespacedName, error) {
 // the push on its own actor; any other member forwards it to the owner
 // through the cluster, on a goroutine so that the HTTP reply never waits.
 type Sink struct {
-	Node    *Node
-	Local   Local
-	Timeout time.Duration // bound on one forward (default 10s)
-	Log     *zap.Logger
+	Node  *Node
+	Local Local
+	// Fallback, when set, takes a push that could not be forwarded (the
+	// owner is unreachable): cmd/alumiini hands it over through the
+	// GitRepository's requestedAt annotation, which the owner watches.
+	Fallback Local
+	Timeout  time.Duration // bound on one forward (default 10s)
+	Log      *zap.Logger
 }
 
 // Webhook implements webhook.Sink.
@@ -78,8 +82,23 @@ func (s *Sink) forward(key, commit string) {
 	req := &structpb.Struct{Fields: map[string]*structpb.Value{
 		opField: structpb.NewStringValue(opWebhook), "commit": structpb.NewStringValue(commit),
 	}}
-	if _, err := s.Node.Request(ctx, key, req); err != nil && s.Log != nil {
-		s.Log.Warn("cluster: forwarding a webhook to the repository's owner failed; the next poll picks the commit up",
+	_, err := s.Node.Request(ctx, key, req)
+	if err == nil {
+		return
+	}
+	log := s.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if s.Fallback == nil {
+		log.Warn("cluster: forwarding a webhook to the repository's owner failed; the next poll picks the commit up",
 			zap.String("repository", key), zap.String("commit", commit), zap.Error(err))
+		return
+	}
+	log.Warn("cluster: forwarding a webhook to the repository's owner failed; handing it over through the GitRepository instead",
+		zap.String("repository", key), zap.String("commit", commit), zap.Error(err))
+	nn, _ := splitKey(key)
+	if err := s.Fallback.Webhook(nn, commit); err != nil {
+		log.Warn("cluster: handing a webhook over failed; the next poll picks the commit up", zap.String("repository", key), zap.Error(err))
 	}
 }

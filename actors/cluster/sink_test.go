@@ -78,3 +78,41 @@ func TestWebhookOnANonOwnerReachesTheOwnersActor(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWebhookFallsBackWhenTheOwnerIsUnreachable: while the others still
+// list a member that has died (its Lease not yet expired), a push for one
+// of its repositories cannot be forwarded and goes to the fallback.
+func TestWebhookFallsBackWhenTheOwnerIsUnreachable(t *testing.T) {
+	ns := env.Namespace(t)
+	nodes := startMembers(t, ns, 2)
+	waitMembers(t, nodes, 2, 10*time.Second)
+	var k string
+	for _, c := range keys(50) {
+		if nodes[0].Owner(c) == nodes[1].Address() {
+			k = c
+			break
+		}
+	}
+	if k == "" {
+		t.Fatal("member 1 owns none of 50 keys")
+	}
+	nodes[1].Stop(false) // dies; its Lease stays until it expires
+	local, fallback := &pushes{}, &pushes{}
+	sink := &Sink{Node: nodes[0], Local: local, Fallback: fallback, Timeout: 500 * time.Millisecond}
+	nn, err := splitKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Webhook(nn, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := fallback.all(); !slices.Equal(got, []string{k + "@abc"}) {
+			return fmt.Errorf("fallback got %v, want the push for %s", got, k)
+		}
+		return nil
+	})
+	if got := local.all(); len(got) != 0 {
+		t.Fatalf("the non-owner queued %v on its own actors", got)
+	}
+}

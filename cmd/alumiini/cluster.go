@@ -123,7 +123,7 @@ func (ctrl *controller) setSink(ctx context.Context, sys *actors.System) {
 		return
 	}
 	ctrl.local.set(sys)
-	ctrl.sink.set(&alucluster.Sink{Node: ctrl.node, Local: sys, Log: ctrl.log.Named("cluster")})
+	ctrl.sink.set(&alucluster.Sink{Node: ctrl.node, Local: sys, Fallback: handoffSink{dyn: ctrl.dyn}, Log: ctrl.log.Named("cluster")})
 	go ctrl.followOwnership(ctx, sys)
 	sys.Reconsider() // ownership may have settled while the watch started
 }
