@@ -18,6 +18,10 @@ type zapHandler struct {
 
 func newZapHandler(log *zap.Logger) zapHandler { return zapHandler{log: log} }
 
+// NewSlogHandler returns the slog.Handler that writes protoactor's logs to
+// log, for actor systems started outside this package (the cluster member).
+func NewSlogHandler(log *zap.Logger) slog.Handler { return newZapHandler(log) }
+
 // level maps slog levels to zap, one step quieter below Warn: protoactor
 // logs every system start and dead letter at Info, which is debug detail for
 // a controller that logs restarts itself.

@@ -187,6 +187,11 @@ type Config struct {
 	// again. nil logs the error, cancels running syncs, waits for them at
 	// most fatalCleanup, and exits with status 1.
 	Fatal func(error)
+	// Owns filters the repositories this System runs, in cluster mode
+	// (actors/cluster.Node.Owns): a repository it does not own is treated
+	// as removed. nil owns every repository. Call Reconsider when the
+	// answers may have changed.
+	Owns func(key string) bool
 }
 
 // State is what a repository actor is doing.

@@ -45,7 +45,26 @@ func (w *watcher) Receive(ctx actor.Context) {
 		w.sys.log.Error("skip GitRepository event", zap.Error(err))
 		return
 	}
+	if owns := w.sys.cfg.Owns; owns != nil && !owns(repo.Key()) {
+		ctx.Send(w.sys.supervisor, &remove{key: repo.Key()})
+		return
+	}
 	ctx.Send(w.sys.supervisor, &upsert{repo: repo})
+}
+
+// Reconsider replays every GitRepository of the watched informer through
+// the watcher, so that Config.Owns is asked again: repositories this
+// System now owns start, those it no longer owns stop.
+func (s *System) Reconsider() {
+	s.mu.Lock()
+	w := s.watch
+	s.mu.Unlock()
+	if w == nil {
+		return
+	}
+	for _, obj := range w.informer.GetStore().List() {
+		s.root.Send(w.pid, &watchEvent{obj: obj})
+	}
 }
 
 func toRepository(obj any) (*v1alpha1.GitRepository, error) {

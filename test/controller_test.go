@@ -103,6 +103,12 @@ type proc struct {
 // the test ends, if it is still running.
 func startController(t testing.TB, extra ...string) *proc {
 	t.Helper()
+	return startControllerEnv(t, nil, extra...)
+}
+
+// startControllerEnv is startController with extra environment variables.
+func startControllerEnv(t testing.TB, environ []string, extra ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
 	args := append([]string{
 		"--kubeconfig", shippedIdentity(t, extra),
@@ -110,7 +116,7 @@ func startController(t testing.TB, extra ...string) *proc {
 		"--cache-dir", t.TempDir(), "--log-level", "debug", "--shutdown-timeout", "20s",
 	}, extra...)
 	p.cmd = exec.Command(controllerBinary(t), args...)
-	p.cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST=")
+	p.cmd.Env = append(append(os.Environ(), "KUBERNETES_SERVICE_HOST="), environ...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

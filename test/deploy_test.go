@@ -15,6 +15,7 @@ import (
 	authv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -448,6 +449,8 @@ func TestDeployControllerRightsAreEnoughAndNoMore(t *testing.T) {
 		gr("team-a", "impersonate", "", "serviceaccounts"),
 		gr(deployNamespace, "create", "coordination.k8s.io", "leases"),
 		gr(deployNamespace, "update", "coordination.k8s.io", "leases"),
+		gr(deployNamespace, "list", "coordination.k8s.io", "leases"),
+		gr(deployNamespace, "delete", "coordination.k8s.io", "leases"),
 		{verb: "get", url: "/apis/apps/v1"},
 	}
 	denied := []check{
@@ -618,4 +621,58 @@ func cmpOr[T any](c, p *T) *T {
 		return c
 	}
 	return p
+}
+
+// TestDeployClusterOverlay: deploy/ with the component deploy/cluster/ runs three active replicas in
+// cluster mode, opens the member port only to members, lets a drain take
+// one at a time, and the API server accepts it.
+func TestDeployClusterOverlay(t *testing.T) {
+	overlay := t.TempDir()
+	root := filepath.Join(testenv.RepoRoot(), "deploy")
+	rel, err := filepath.Rel(overlay, root) // kustomize refuses absolute roots
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf("resources: [%q]\ncomponents: [%q]\n", rel, filepath.Join(rel, "cluster"))
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := renderKustomization(t, overlay)
+	d := typed[appsv1.Deployment](t, find(t, objs, "Deployment", "alumiini"))
+	c := d.Spec.Template.Spec.Containers[0]
+	if *d.Spec.Replicas != 3 || !slices.Contains(c.Args, "--cluster") || slices.Contains(c.Args, "--leader-elect") || !slices.Contains(c.Args, "--cluster-addr=:4020") {
+		t.Fatalf("cluster overlay Deployment: replicas %d, args %v; want 3 replicas with --cluster --cluster-addr=:4020 and no --leader-elect", *d.Spec.Replicas, c.Args)
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP"
+	}) {
+		t.Fatalf("cluster overlay: no POD_IP from status.podIP in %v", c.Env)
+	}
+	svc := typed[corev1.Service](t, find(t, objs, "Service", "alumiini-members"))
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone || svc.Spec.Ports[0].Port != 4020 {
+		t.Fatalf("members Service: clusterIP %q ports %v, want headless on 4020", svc.Spec.ClusterIP, svc.Spec.Ports)
+	}
+	np := typed[networkingv1.NetworkPolicy](t, find(t, objs, "NetworkPolicy", "alumiini-members"))
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port.IntValue() == 4020 && (len(rule.From) != 1 || rule.From[0].PodSelector == nil ||
+				rule.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"] != "alumiini") {
+				t.Fatalf("NetworkPolicy admits port 4020 from %v, want only alumiini Pods", rule.From)
+			}
+		}
+	}
+	pdb := typed[policyv1.PodDisruptionBudget](t, find(t, objs, "PodDisruptionBudget", "alumiini"))
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
+		t.Fatalf("cluster PDB: %+v, want maxUnavailable 1", pdb.Spec)
+	}
+
+	ensureDeployNamespace(t, objs, false)
+	dry := newApplier(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, o := range objs {
+		if err := dry.apply(ctx, o); err != nil {
+			t.Errorf("server-side dry-run rejected deploy/cluster/: %v", err)
+		}
+	}
 }

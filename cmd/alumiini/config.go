@@ -27,6 +27,10 @@ type config struct {
 	WebhookInsecure     bool
 	CDEventsSink        string
 	LeaderElect         bool
+	Cluster             bool
+	ClusterName         string
+	ClusterAddr         string
+	ClusterTimeout      time.Duration
 	LeaseNamespace      string
 	LeaseDuration       time.Duration
 	RenewDeadline       time.Duration
@@ -65,6 +69,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.WebhookInsecure, "webhook-insecure", false, "accept unsigned webhooks when no secret applies (development only)")
 	fs.StringVar(&c.CDEventsSink, "cdevents-sink", "", "URL that receives CDEvents as CloudEvents over HTTP")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "elect a leader through a coordination.k8s.io Lease")
+	fs.BoolVar(&c.Cluster, "cluster", false, "cluster mode: every replica is active and owns a share of the GitRepositories (docs/cluster.md); excludes --leader-elect")
+	fs.StringVar(&c.ClusterName, "cluster-name", "alumiini", "cluster mode: replicas with the same name form one cluster (the label of their member Leases)")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", ":4020", "cluster mode: listen address for member traffic; with no host, $POD_IP is what the others dial")
+	fs.DurationVar(&c.ClusterTimeout, "cluster-member-timeout", 15*time.Second, "cluster mode: a member whose Lease is not renewed for this long is dropped and its repositories move")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace, else alumiini-system)")
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
 	fs.DurationVar(&c.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up leadership")
@@ -149,6 +157,7 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("leader election timings: want 0 < retry-period (%v) < renew-deadline (%v) < lease-duration (%v)",
 			c.RetryPeriod, c.RenewDeadline, c.LeaseDuration))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if c.WebhookMaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--webhook-max-body-bytes %d: want at least 1024", c.WebhookMaxBodyBytes))
 	}
@@ -162,4 +171,21 @@ func (c config) validate() error {
 		errs = append(errs, errors.New("--cache-dir is empty: give a writable directory for git checkouts"))
 	}
 	return errors.Join(errs...)
+}
+
+func (c config) validateCluster() []error {
+	if !c.Cluster {
+		return nil
+	}
+	var errs []error
+	if c.LeaderElect {
+		errs = append(errs, errors.New("--cluster and --leader-elect exclude each other: in cluster mode every replica is active"))
+	}
+	if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-addr %q: want host:port such as :4020 (%v)", c.ClusterAddr, err))
+	}
+	if c.ClusterTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--cluster-member-timeout %v: want at least 1s", c.ClusterTimeout))
+	}
+	return errs
 }

@@ -32,6 +32,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "default service account from env", env: map[string]string{"ALUMIINI_DEFAULT_SERVICE_ACCOUNT": "deployer"},
 			check: func(c config) bool { return c.DefaultSA == "deployer" }},
 		{name: "bad service account", args: []string{"--default-service-account", "Not_A_Name"}, wantErr: "--default-service-account"},
+		{name: "cluster mode", args: []string{"--cluster", "--cluster-addr", "127.0.0.1:4020"}, check: func(c config) bool {
+			return c.Cluster && c.ClusterName == "alumiini" && c.ClusterAddr == "127.0.0.1:4020" && c.ClusterTimeout.String() == "15s"
+		}},
+		{name: "cluster excludes leader election", args: []string{"--cluster", "--leader-elect"}, wantErr: "exclude each other"},
+		{name: "bad cluster address", args: []string{"--cluster", "--cluster-addr", "4020"}, wantErr: "--cluster-addr"},
+		{name: "cluster timeout too short", args: []string{"--cluster", "--cluster-member-timeout", "100ms"}, wantErr: "--cluster-member-timeout"},
 		{name: "stray argument", args: []string{"run"}, wantErr: "unexpected argument"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "frobnicate"},
 	}

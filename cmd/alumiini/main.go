@@ -29,6 +29,7 @@ import (
 
 	"github.com/false-systems/alumiini/actors"
 	"github.com/false-systems/alumiini/actors/cdevents"
+	alucluster "github.com/false-systems/alumiini/actors/cluster"
 	"github.com/false-systems/alumiini/actors/metrics"
 	"github.com/false-systems/alumiini/actors/pipeline"
 	alucache "github.com/false-systems/alumiini/cache"
@@ -89,6 +90,9 @@ type controller struct {
 	informers dynamicinformer.DynamicSharedInformerFactory
 	health    health
 	sink      switchSink
+	local     switchSink // in cluster mode: this member's own actors
+	node      *alucluster.Node
+	getenv    func(string) string
 	view      *actorView
 	grace     context.Context // ends the shutdown grace period after the signal
 	stopping  func() bool     // the process was asked to stop
@@ -104,7 +108,7 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 	if restCfg.QPS == 0 {
 		restCfg.QPS = -1 // zero would mean client-go's default of 5
 	}
-	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView()}
+	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView(), getenv: getenv}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -177,7 +181,7 @@ func (ctrl *controller) run(ctx context.Context) error {
 		ctrl.health.ready.Store(true)
 	}
 	log.Info("started", zap.String("version", version), zap.String("watch_namespace", c.WatchNamespace),
-		zap.Bool("leader_elect", c.LeaderElect))
+		zap.Bool("leader_elect", c.LeaderElect), zap.Bool("cluster", c.Cluster))
 
 	// Every shutdown step shares one grace period from the signal on.
 	ctrl.stopping = func() bool { return ctx.Err() != nil }
@@ -192,9 +196,12 @@ func (ctrl *controller) run(ctx context.Context) error {
 	defer stopWebhooks()
 
 	lead := func(ctx, fence context.Context) error { return ctrl.lead(ctx, fence, informer) }
-	if c.LeaderElect {
+	switch {
+	case c.LeaderElect:
 		err = runLeaderElection(ctx, c, ctrl.kube, log, lead)
-	} else {
+	case c.Cluster:
+		err = ctrl.runCluster(ctx, lead)
+	default:
 		err = lead(ctx, context.Background())
 	}
 	ctrl.stopServers(ctx, srv)
@@ -301,6 +308,7 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		Hooks:              metricsHooks{m: ctrl.metrics, view: ctrl.view},
 		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
 		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key) },
+		Owns:               ctrl.owns(),
 	})
 	hashes = alucache.Start(sys.Root(), 5*time.Second)
 	p.Cache = hashes
@@ -324,7 +332,7 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		}
 		return err
 	}
-	ctrl.sink.set(sys)
+	ctrl.setSink(ctx, sys)
 	// Without leader election, ready means webhooks reach the actors
 	// directly, not through the requestedAt handoff meant for standbys.
 	ctrl.health.ready.Store(!ctrl.stopping())

@@ -1,0 +1,231 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// RepositoryKind is the cluster kind of the per-repository virtual actor.
+// Its identity is the GitRepository's "namespace/name"; disthash places it
+// on the member that rendezvous hashing picks, which is the owner.
+const RepositoryKind = "alumiini-repository"
+
+// errorField carries a Handler's error back to the caller in the reply.
+const errorField = "error"
+
+// Handler answers a request about one repository on the member that owns
+// it (for a webhook: hand the commit to the local repository actor). It
+// runs in the repository's virtual actor, so it must not block for long.
+type Handler func(key string, req *structpb.Struct) (*structpb.Struct, error)
+
+// Config configures a Node.
+type Config struct {
+	// Name is the cluster name: members with the same name form a cluster.
+	Name string
+	// Host and Port are where the member listens for member traffic (gRPC);
+	// Port 0 picks a free port. AdvertisedHost, when set, is the address
+	// the others dial instead (host:port, the Pod IP in a cluster).
+	Host           string
+	Port           int
+	AdvertisedHost string
+	Lease          LeaseConfig
+	Handler        Handler
+}
+
+// Node is this replica's membership: the engine's cluster, the Lease
+// provider behind it, and the answer to "do I own this repository".
+type Node struct {
+	Cluster  *cluster.Cluster
+	provider *LeaseProvider
+	sub      *eventstream.Subscription
+	changed  chan struct{}
+	stop     sync.Once
+
+	settle time.Duration // how long a newly gained repository waits
+
+	mu        sync.RWMutex
+	rdv       *cluster.Rendezvous // the engine's placement over the current topology
+	settled   *cluster.Rendezvous // the last placement that stood for settle
+	changedAt time.Time
+	members   int
+}
+
+// Start joins the cluster as a member of system (which must not have
+// remoting started yet) and returns once this member's Lease is written.
+func Start(system *actor.ActorSystem, cfg Config) (n *Node, err error) {
+	if cfg.Name == "" || cfg.Handler == nil {
+		return nil, errors.New("cluster: Name and Handler are required")
+	}
+	provider, err := NewLeaseProvider(cfg.Lease)
+	if err != nil {
+		return nil, err
+	}
+	var opts []remote.ConfigOption
+	if cfg.AdvertisedHost != "" {
+		opts = append(opts, remote.WithAdvertisedHost(cfg.AdvertisedHost))
+	}
+	kind := cluster.NewKind(RepositoryKind, actor.PropsFromProducer(func() actor.Actor {
+		return &repositoryGrain{handle: cfg.Handler}
+	}))
+	c := cluster.New(system, cluster.Configure(cfg.Name, provider, disthash.New(),
+		remote.Configure(cfg.Host, cfg.Port, opts...), cluster.WithKinds(kind)))
+	n = &Node{Cluster: c, provider: provider, changed: make(chan struct{}, 1), rdv: cluster.NewRendezvous(),
+		settled: cluster.NewRendezvous(), settle: 3 * provider.cfg.RenewEvery}
+	n.sub = system.EventStream.Subscribe(n.onEvent)
+	defer func() {
+		// cluster.StartMember panics when the provider fails to start.
+		if r := recover(); r != nil {
+			system.EventStream.Unsubscribe(n.sub)
+			if c.Remote != nil {
+				c.Remote.Shutdown(false) // free the member port
+			}
+			n, err = nil, fmt.Errorf("cluster: joining %q as a member: %v", cfg.Name, r)
+		}
+	}()
+	c.StartMember()
+	return n, nil
+}
+
+func (n *Node) onEvent(ev any) {
+	t, ok := ev.(*cluster.ClusterTopology)
+	if !ok {
+		return
+	}
+	rdv := cluster.NewRendezvous()
+	rdv.UpdateMembers(t.Members)
+	n.mu.Lock()
+	if time.Since(n.changedAt) >= n.settle {
+		n.settled = n.rdv
+	}
+	n.rdv, n.changedAt, n.members = rdv, time.Now(), len(t.Members)
+	n.mu.Unlock()
+	n.notify()
+	// Repositories gained now become owned after settle: say so again then.
+	time.AfterFunc(n.settle, n.notify)
+}
+
+func (n *Node) notify() {
+	select {
+	case n.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Members is the number of members in this member's current view. (The
+// engine's MemberList.Members reads its set without a lock: use this.)
+func (n *Node) Members() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.members
+}
+
+// Address is this member's host:port for member traffic.
+func (n *Node) Address() string { return n.Cluster.ActorSystem.Address() }
+
+// Owner returns the address of the member that owns repository key
+// ("namespace/name") in this member's view, or "" with no members.
+func (n *Node) Owner(key string) string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.rdv.GetByClusterIdentity(cluster.NewClusterIdentity(key, RepositoryKind))
+}
+
+// Owns reports whether this member should run repository key: the engine
+// places it here, this member's Lease is fresh enough that no other member
+// can have taken the repository over, and, for a repository that the last
+// topology change moved here, the previous owner has had time to see that
+// change too (every member lists Leases once per renew period).
+func (n *Node) Owns(key string) bool {
+	if !n.provider.Fresh() {
+		return false
+	}
+	me, id := n.Address(), cluster.NewClusterIdentity(key, RepositoryKind)
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.rdv.GetByClusterIdentity(id) != me {
+		return false
+	}
+	return time.Since(n.changedAt) >= n.settle || n.settled.GetByClusterIdentity(id) == me
+}
+
+// Changed receives a value after the member list changed, and again when
+// the repositories it moved here have settled: time to call Owns again for
+// every repository.
+func (n *Node) Changed() <-chan struct{} { return n.changed }
+
+// Lost is closed when this member's Lease expired (see LeaseProvider.Lost).
+func (n *Node) Lost() <-chan struct{} { return n.provider.Lost() }
+
+// Request delivers req to the owner of repository key through the engine
+// (placement, activation and gRPC) and returns the owner Handler's reply.
+func (n *Node) Request(ctx context.Context, key string, req *structpb.Struct) (*structpb.Struct, error) {
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("cluster: request for %s: %w", key, context.DeadlineExceeded)
+	}
+	res, err := n.Cluster.Request(key, RepositoryKind, req, cluster.WithTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: request for %s to its owner %s: %w", key, n.Owner(key), err)
+	}
+	reply, ok := res.(*structpb.Struct)
+	if !ok {
+		return nil, fmt.Errorf("cluster: request for %s: unexpected reply %T", key, res)
+	}
+	if msg, ok := reply.Fields[errorField]; ok {
+		return nil, fmt.Errorf("cluster: owner %s of %s: %s", n.Owner(key), key, msg.GetStringValue())
+	}
+	return reply, nil
+}
+
+// Stop leaves the cluster. Graceful deletes this member's Lease so the
+// others take its repositories over at once.
+// Calls after the first do nothing.
+func (n *Node) Stop(graceful bool) {
+	n.stop.Do(func() {
+		n.Cluster.ActorSystem.EventStream.Unsubscribe(n.sub)
+		// The engine shuts its provider down only when graceful.
+		_ = n.provider.Shutdown(false)
+		n.Cluster.Shutdown(graceful)
+	})
+}
+
+// repositoryGrain is the virtual actor of one repository on its owner.
+type repositoryGrain struct {
+	handle Handler
+}
+
+func (g *repositoryGrain) Receive(ctx actor.Context) {
+	req, ok := ctx.Message().(*structpb.Struct)
+	if !ok || ctx.Sender() == nil {
+		return
+	}
+	id := cluster.GetClusterIdentity(ctx)
+	if id == nil {
+		ctx.Respond(errorReply(errors.New("virtual actor without a cluster identity")))
+		return
+	}
+	reply, err := g.handle(id.Identity, req)
+	if err != nil {
+		reply = errorReply(err)
+	} else if reply == nil {
+		reply = &structpb.Struct{}
+	}
+	ctx.Respond(reply)
+}
+
+func errorReply(err error) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{errorField: structpb.NewStringValue(err.Error())}}
+}
