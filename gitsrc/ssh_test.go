@@ -135,11 +135,15 @@ func TestSSHErrors(t *testing.T) {
 // A server that accepts the connection and stalls mid-handshake is bounded
 // by the fetch's deadline (spec.timeout): go-git alone would wait forever.
 func TestSSHStalledHandshakeBoundedByDeadline(t *testing.T) {
-	stall := gitserver.StartStallingSSH(t)
-	identity, _ := sshKey(t, "")
-	auth := authFrom(t, map[string]string{"identity": string(identity), "known_hosts": stall.KnownHosts()})
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	commit := repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	identity, pub := sshKey(t, "")
+	sshd := srv.StartSSH(t, pub)
+	sshd.Stall(true)
+	auth := authFrom(t, map[string]string{"identity": string(identity), "known_hosts": sshd.KnownHosts()})
 	f := NewFetcher(t.TempDir())
-	req := Request{Key: "ns/stalled", URL: stall.URL("apps"), Ref: Ref{Branch: "main"}, Auth: auth}
+	req := Request{Key: "ns/stalled", URL: sshd.URL(repo), Ref: Ref{Branch: "main"}, Auth: auth}
 
 	const timeout = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -161,15 +165,20 @@ func TestSSHStalledHandshakeBoundedByDeadline(t *testing.T) {
 	if took > 5*timeout {
 		t.Errorf("fetch took %v, want under %v (5x its deadline)", took, 5*timeout)
 	}
-	if stall.Accepted() == 0 {
-		t.Error("the stalling server accepted no connection: the test did not reach the handshake")
+	if sshd.Stalled() == 0 {
+		t.Error("no connection stalled: the test did not reach the handshake")
 	}
-	for _, want := range []string{stall.URL("apps"), "timed out", "SSH", "spec.timeout", "ssh -vT"} {
+	for _, want := range []string{sshd.URL(repo), "timed out", "SSH", "spec.timeout", "ssh -vT"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}
 	}
 	if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not unwrap to a deadline", err)
+	}
+
+	sshd.Stall(false)
+	if res := mustFetch(t, f, req); res.Commit != commit {
+		t.Fatalf("after the server recovered: commit %s, want %s", res.Commit, commit)
 	}
 }
