@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -30,7 +31,10 @@ func (s *session) explain(op string, err error) error {
 	var unknownCA x509.UnknownAuthorityError
 	var why string
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case s.r.kind == "ssh" && timedOut(err):
+		host, port, _ := net.SplitHostPort(s.r.host)
+		why = fmt.Sprintf("timed out: %s did not complete the SSH handshake or the transfer within spec.timeout (a stalled sshd, or a firewall or proxy that accepts connections and forwards nothing); check that it is the git host's SSH port (ssh -vT -p %s git@%s shows where it stops), or raise spec.timeout", s.r.host, port, host)
+	case timedOut(err):
 		why = "timed out; check that the server is reachable, or raise spec.timeout"
 	case errors.Is(err, context.Canceled):
 		why = "canceled"
@@ -57,6 +61,12 @@ func (s *session) explain(op string, err error) error {
 		why = err.Error()
 	}
 	return &fetchError{msg: prefix + why, cause: err}
+}
+
+// timedOut reports a deadline, whether the context's or, for SSH, the one
+// set on the connection (see sshdial.go).
+func timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // credentials names where the credentials of this session came from.

@@ -241,7 +241,7 @@ func (s *session) fetch(ctx context.Context, ref Ref, want plumbing.Hash) (plumb
 func (s *session) fetchSpec(ctx context.Context, spec config.RefSpec, depth int) error {
 	err := s.remote().FetchContext(ctx, &git.FetchOptions{
 		RefSpecs: []config.RefSpec{spec}, Depth: depth, Auth: s.method, CABundle: s.auth.ca(),
-		Tags: git.NoTags, Force: true,
+		Tags: git.NoTags, Force: true, ProxyOptions: s.proxy(ctx),
 	})
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil

@@ -186,7 +186,7 @@ func (l *listing) failed() bool {
 func (s *session) listRefs(ctx context.Context) ([]*plumbing.Reference, error) {
 	rem := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{s.r.fetch}})
 	refs, err := rem.ListContext(ctx, &git.ListOptions{
-		Auth: s.method, CABundle: s.auth.ca(), PeelingOption: git.AppendPeeled})
+		Auth: s.method, CABundle: s.auth.ca(), PeelingOption: git.AppendPeeled, ProxyOptions: s.proxy(ctx)})
 	if err != nil {
 		return nil, s.explain("list refs of", err)
 	}

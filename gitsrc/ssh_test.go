@@ -1,11 +1,16 @@
 package gitsrc
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"net"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/false-systems/alumiini/test/gitserver"
 	"golang.org/x/crypto/ssh"
@@ -125,4 +130,55 @@ func TestSSHErrors(t *testing.T) {
 	}
 	req.Auth = basic
 	fetchErr(t, f, req, `secret "http-creds", key "identity": missing`)
+}
+
+// A server that accepts the connection and stalls mid-handshake is bounded
+// by the fetch's deadline (spec.timeout): go-git alone would wait forever.
+func TestSSHStalledHandshakeBoundedByDeadline(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	commit := repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	identity, pub := sshKey(t, "")
+	sshd := srv.StartSSH(t, pub)
+	sshd.Stall(true)
+	auth := authFrom(t, map[string]string{"identity": string(identity), "known_hosts": sshd.KnownHosts()})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/stalled", URL: sshd.URL(repo), Ref: Ref{Branch: "main"}, Auth: auth}
+
+	const timeout = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { _, err := f.Fetch(ctx, req); done <- err }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(20 * timeout):
+		t.Fatalf("fetch from a stalled SSH server still running after %v (deadline %v)", 20*timeout, timeout)
+	}
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("fetch from a stalled SSH server succeeded")
+	}
+	t.Logf("after %v: %v", took, err)
+	if took > 5*timeout {
+		t.Errorf("fetch took %v, want under %v (5x its deadline)", took, 5*timeout)
+	}
+	if sshd.Stalled() == 0 {
+		t.Error("no connection stalled: the test did not reach the handshake")
+	}
+	for _, want := range []string{sshd.URL(repo), "timed out", "SSH", "spec.timeout", "ssh -vT"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not unwrap to a deadline", err)
+	}
+
+	sshd.Stall(false)
+	if res := mustFetch(t, f, req); res.Commit != commit {
+		t.Fatalf("after the server recovered: commit %s, want %s", res.Commit, commit)
+	}
 }

@@ -31,6 +31,8 @@ type SSHServer struct {
 
 	uploadPacks atomic.Int64 // upload-pack sessions in which the client asked for objects
 	refAdverts  atomic.Int64 // upload-pack sessions started (each begins with a ref listing)
+	stall       atomic.Bool  // new connections stall mid-handshake
+	stalled     atomic.Int64 // connections that stalled
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -91,6 +93,17 @@ func (s *SSHServer) UploadPacks() int64 { return s.uploadPacks.Load() }
 // first step of a fetch).
 func (s *SSHServer) RefAdvertisements() int64 { return s.refAdverts.Load() }
 
+// Stall makes the connections accepted from now on (until Stall(false))
+// stall mid-handshake: the server sends its SSH version line, then reads
+// and discards what the client sends and never answers its key exchange.
+// It stands for a hung sshd, or a middlebox that accepts connections and
+// forwards nothing, which a client escapes only by its own deadline. A
+// stalled connection is held until the client hangs up or the test ends.
+func (s *SSHServer) Stall(on bool) { s.stall.Store(on) }
+
+// Stalled is the number of connections that stalled mid-handshake.
+func (s *SSHServer) Stalled() int64 { return s.stalled.Load() }
+
 func (s *SSHServer) accept() {
 	defer s.wg.Done()
 	for {
@@ -124,6 +137,12 @@ func (s *SSHServer) close() {
 
 func (s *SSHServer) serveConn(conn net.Conn) {
 	defer conn.Close()
+	if s.stall.Load() {
+		s.stalled.Add(1)
+		_, _ = io.WriteString(conn, "SSH-2.0-stalling\r\n")
+		_, _ = io.Copy(io.Discard, conn)
+		return
+	}
 	sconn, chans, reqs, err := ssh.NewServerConn(conn, s.config)
 	if err != nil {
 		return // failed handshake: wrong key, unknown host key on the client side...

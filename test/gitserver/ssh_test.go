@@ -4,11 +4,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -102,5 +105,39 @@ func TestSSHRefusesUnknownKeyAndOtherCommands(t *testing.T) {
 	}
 	if got, err := sshd.repoPath("git-upload-pack 'org/apps.git'"); err != nil || got != filepath.Join(srv.root, "org", "apps.git") {
 		t.Errorf("scp-like path maps to %q, %v", got, err)
+	}
+}
+
+// TestSSHStallMode: a stalling server sends its version line and never
+// answers the key exchange; switched back, it serves again.
+func TestSSHStallMode(t *testing.T) {
+	srv := New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	_, pub := newKey(t)
+	sshd := srv.StartSSH(t, pub)
+	handshake := func() error {
+		conn, err := net.Dial("tcp", sshd.Addr())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		cfg := &ssh.ClientConfig{User: "git", HostKeyCallback: ssh.FixedHostKey(sshd.HostKey())}
+		_, _, _, err = ssh.NewClientConn(conn, sshd.Addr(), cfg)
+		return err
+	}
+
+	sshd.Stall(true)
+	if err := handshake(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("handshake with a stalling server: %v, want a timeout", err)
+	}
+	if sshd.Stalled() != 1 {
+		t.Fatalf("stalled connections = %d, want 1", sshd.Stalled())
+	}
+	sshd.Stall(false)
+	// No key offered: the handshake gets as far as authentication.
+	if err := handshake(); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Fatalf("handshake after Stall(false): %v, want it to reach authentication", err)
 	}
 }
