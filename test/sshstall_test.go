@@ -2,14 +2,10 @@ package test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -26,7 +22,7 @@ func TestStalledSSHHostIsBoundedAndRecovers(t *testing.T) {
 	git := gitserver.New(t)
 	repo := git.CreateRepo(t, "apps")
 	first := repo.CommitStrings("first", map[string]string{"a.yaml": configMapYAML("a", ns, "1")})
-	identity, pub := e2eSSHKey(t)
+	identity, pub := gitserver.ClientKey(t)
 	sshd := git.StartSSH(t, pub)
 	sshd.Stall(true)
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "deploy-key", Namespace: ns},
@@ -66,22 +62,4 @@ func TestStalledSSHHostIsBoundedAndRecovers(t *testing.T) {
 	if stalled < 1 || stalled > 5 {
 		t.Errorf("stalled SSH connections = %d, want between 1 and 5 (a retry with backoff)", stalled)
 	}
-}
-
-// e2eSSHKey returns a new OpenSSH private key (PEM) and its public half.
-func e2eSSHKey(t *testing.T) ([]byte, ssh.PublicKey) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(block), sshPub
 }
