@@ -2,8 +2,6 @@ package gitsrc
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -21,24 +19,19 @@ import (
 // and its public half.
 func sshKey(t *testing.T, passphrase string) ([]byte, ssh.PublicKey) {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var block *pem.Block
+	key, pub := gitserver.ClientKey(t)
 	if passphrase == "" {
-		block, err = ssh.MarshalPrivateKey(priv, "")
-	} else {
-		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte(passphrase))
+		return key, pub
 	}
+	raw, err := ssh.ParseRawPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sshPub, err := ssh.NewPublicKey(pub)
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "", []byte(passphrase))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(block), sshPub
+	return pem.EncodeToMemory(block), pub
 }
 
 func authFrom(t *testing.T, data map[string]string) *Auth {

@@ -3,6 +3,7 @@ package gitserver
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,26 @@ func (s *Server) StartSSH(t testing.TB, authorized ...ssh.PublicKey) *SSHServer 
 	go srv.accept()
 	t.Cleanup(srv.close)
 	return srv
+}
+
+// ClientKey returns a new ed25519 client key: the private half as OpenSSH
+// PEM (the identity of a git credentials Secret), and the public half to
+// pass to StartSSH.
+func ClientKey(t testing.TB) ([]byte, ssh.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(block), sshPub
 }
 
 // Addr is the server's host:port.
