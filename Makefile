@@ -23,7 +23,7 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 
 PREFIX ?= $(shell go env GOPATH)
 
-.PHONY: all build install-cli test race race-short unit controlplane fuzz bench generate lint run deploy kind-up clean
+.PHONY: all build install-cli test race race-short soak unit controlplane fuzz bench generate lint run deploy kind-up clean
 
 all: build
 
@@ -68,6 +68,13 @@ race: controlplane
 	go build -race -o bin/alumiini-race ./cmd/alumiini
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" ALUMIINI_TEST_BINARY=$(CURDIR)/bin/alumiini-race \
 		go test -race $(TEST_FLAGS) ./...
+
+# soak: the fault scenarios of docs/reliability.md in their long variants
+# (ALUMIINI_SOAK=1), three times each. Not part of make test.
+SOAK_TESTS := TestWebhookFlood|TestAPIFaultsLoseNothing|TestSIGKILLMidApplyLosesNothing|TestBlackholedGitHostHoldsNoSlot|TestRecoveryAfterAnAPIServerOutageTakesSeconds
+soak: controlplane
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" ALUMIINI_SOAK=1 \
+		go test -count=3 -timeout=60m -run '^($(SOAK_TESTS))$$' ./test/
 
 # unit: the tests that need no control plane.
 unit:
