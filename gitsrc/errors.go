@@ -8,8 +8,11 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -31,6 +34,10 @@ func (s *session) explain(op string, err error) error {
 	var unknownCA x509.UnknownAuthorityError
 	var why string
 	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		why = "connection refused; check the host and port in spec.url and that the git server is running"
+	case httpStatus(err) >= 500:
+		why = fmt.Sprintf("the git server failed with HTTP %d; it is down or overloaded, check its health", httpStatus(err))
 	case s.r.kind == "ssh" && timedOut(err):
 		host, port, _ := net.SplitHostPort(s.r.host)
 		why = fmt.Sprintf("timed out: %s did not complete the SSH handshake or the transfer within spec.timeout (a stalled sshd, or a firewall or proxy that accepts connections and forwards nothing); check that it is the git host's SSH port (ssh -vT -p %s git@%s shows where it stops), or raise spec.timeout", s.r.host, port, host)
@@ -75,4 +82,18 @@ func (s *session) credentials() string {
 		return "spec.url"
 	}
 	return s.auth.String()
+}
+
+// httpStatus is the HTTP status of a failed smart-HTTP request, or 0. go-git
+// wraps it in an UnexpectedError that does not unwrap.
+func httpStatus(err error) int {
+	var unexpected *plumbing.UnexpectedError
+	if errors.As(err, &unexpected) {
+		err = unexpected.Err
+	}
+	var httpErr *githttp.Err
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		return httpErr.Response.StatusCode
+	}
+	return 0
 }

@@ -17,11 +17,12 @@ import (
 	"github.com/false-systems/alumiini/test/testenv"
 )
 
-// apiProxy forwards TCP connections to the API server, with faults: cut,
-// it refuses new connections and drops open ones, as an API server outage
-// looks from the controller (the test keeps its own connection); slow, it
-// holds every chunk of response for a while; dropping, it cuts every
-// connection after some bytes of response, mid-response.
+// apiProxy forwards TCP connections to a target (the API server, or a git
+// server), with faults: cut, it refuses new connections and drops open
+// ones, as an outage looks from the controller (the test keeps its own
+// connection); slow, it holds every chunk of response for a while;
+// dropping, it cuts every connection after some bytes of response,
+// mid-response.
 type apiProxy struct {
 	addr, target string
 	mu           sync.Mutex
@@ -58,7 +59,12 @@ func newAPIProxy(t *testing.T) *apiProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &apiProxy{addr: freeAddr(t), target: u.Host}
+	return newTCPProxy(t, u.Host)
+}
+
+func newTCPProxy(t *testing.T, target string) *apiProxy {
+	t.Helper()
+	p := &apiProxy{addr: freeAddr(t), target: target}
 	p.restore(t)
 	t.Cleanup(p.cut)
 	return p

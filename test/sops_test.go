@@ -195,16 +195,6 @@ func tamper(t *testing.T, doc string) string {
 	return string(b)
 }
 
-// requestSync asks for a sync now, as kubectl alumiini sync does.
-func requestSync(t *testing.T, ns, name string) {
-	t.Helper()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationRequestedAt, time.Now().Format(time.RFC3339Nano))
-	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), name,
-		"application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // assertNoPlaintext searches the controller's logs, every Event of the
 // namespace and the GitRepositories' status for the decrypted values and
 // their base64 forms.

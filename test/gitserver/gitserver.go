@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Server is a smart-HTTP git server for one test.
@@ -29,6 +30,8 @@ type Server struct {
 
 	uploadPacks atomic.Int64 // POST git-upload-pack: fetches that send a pack
 	refAdverts  atomic.Int64 // GET info/refs?service=git-upload-pack
+	failStatus  atomic.Int32 // when non-zero, every request is answered with it
+	delay       atomic.Int64 // nanoseconds every request waits before an answer
 
 	mu       sync.Mutex
 	requests []string
@@ -89,6 +92,17 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if d := time.Duration(s.delay.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if code := s.failStatus.Load(); code != 0 {
+			http.Error(w, "injected failure", int(code))
+			return
+		}
 		switch {
 		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
 			s.uploadPacks.Add(1)
@@ -99,6 +113,14 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// FailWith makes the server answer every request with HTTP status code, as a
+// failing git host does; 0 serves normally again.
+func (s *Server) FailWith(code int) { s.failStatus.Store(int32(code)) }
+
+// Delay makes the server wait d before answering each request; 0 answers at
+// once again.
+func (s *Server) Delay(d time.Duration) { s.delay.Store(int64(d)) }
 
 // UploadPacks is the number of fetch requests that asked for a pack.
 func (s *Server) UploadPacks() int64 { return s.uploadPacks.Load() }
