@@ -329,7 +329,7 @@ func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Reque
 	}
 	defer src.done(storeWriter)
 	if store, err = src.openStore(false); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("open object store of %s in %s: %w", src.display, src.dir, err)
+		return plumbing.ZeroHash, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
 	}
 	if store.has(want) {
 		return want, nil // another key fetched it while this one waited
@@ -383,7 +383,7 @@ func (src *source) open(key, dir string) (*checkout, *checkout, error) {
 	}
 	co, err := openCheckout(dir, false, store.repo.Storer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open checkout of %s in %s: %w", key, dir, err)
+		return nil, nil, fmt.Errorf("open checkout of %s in %s (check that --cache-dir is a writable directory with free space): %w", key, dir, err)
 	}
 	return store, co, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +87,44 @@ func requestSync(t testing.TB, ns, name string) {
 	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), name,
 		types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnwritableCacheDirectory: --cache-dir turns into a file under the
+// running controller (chmod does not stop root, which runs the tests in CI),
+// so no checkout can be written. The repository fails with one sentence
+// naming the directory, the controller keeps running, and the next sync
+// after the directory is back converges (issue 16).
+func TestUnwritableCacheDirectory(t *testing.T) {
+	ns, repo, first := appsRepo(t)
+	cache := filepath.Join(t.TempDir(), "cache")
+	ctrl := startController(t, "--watch-namespace", ns, "--cache-dir", cache)
+	ctrl.waitReady(t)
+	pid := ctrl.cmd.Process.Pid
+	createRepo(t, ns, "apps", map[string]any{"url": repo.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, first, 60*time.Second)
+
+	if err := os.RemoveAll(cache); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cache, []byte("in the way\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": configMapYAML("a", ns, "2")})
+	requestSync(t, ns, "apps")
+	testenv.Eventually(t, 60*time.Second, func() error {
+		st := getRepo(t, ns, "apps").Status
+		if st.Phase != v1alpha1.PhaseFailed || !strings.Contains(st.Message, cache) || !strings.Contains(st.Message, "--cache-dir is a writable directory") || strings.Contains(st.Message, "\n") {
+			return fmt.Errorf("phase %q message %q, want Failed naming %s in one sentence", st.Phase, st.Message, cache)
+		}
+		return nil
+	})
+	if err := os.Remove(cache); err != nil {
+		t.Fatal(err)
+	}
+	requestSync(t, ns, "apps")
+	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 60*time.Second)
+	if ctrl.cmd.Process.Pid != pid || ctrl.cmd.ProcessState != nil {
+		t.Fatal("the controller restarted or exited")
 	}
 }
