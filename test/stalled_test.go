@@ -1,15 +1,12 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/gitserver"
@@ -49,11 +46,7 @@ func TestStalledRepositoryMakesNoGitRequests(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationRequestedAt, time.Now().Format(time.RFC3339Nano))
-	if _, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(), "apps",
-		types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	requestSync(t, ns, "apps")
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if n := git.RefAdvertisements(); n == listings {
 			return fmt.Errorf("no ref listing after a manual request")
