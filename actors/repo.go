@@ -232,6 +232,9 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 
 // launch starts a sync in its own goroutine, handing it the Memory.
 func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
+	if !a.sys.countSync() {
+		return // Shutdown began: no new sync
+	}
 	parent, cancel := context.WithCancel(a.sys.syncCtx)
 	// The ticket asks for a slot only when the sync calls req.Slot; held
 	// here from the start so that a later trigger can promote it.
@@ -240,7 +243,6 @@ func (a *repoActor) launch(ctx actor.Context, req SyncRequest) {
 	a.stats.LastTrigger = req.Trigger
 
 	repo, mem, syncer, root, self := a.repo.DeepCopy(), a.memory, a.sys.cfg.Syncer, ctx.ActorSystem().Root, ctx.Self()
-	a.sys.syncs.Add(1)
 	go func() {
 		defer a.sys.syncs.Done()
 		defer cancel()

@@ -245,13 +245,8 @@ const fatalCleanup = 5 * time.Second
 func (s *System) exitOnFatal(err error) {
 	s.log.Error("the actor tree cannot recover; exiting", zap.Error(err))
 	s.cancelSyncs()
-	done := make(chan struct{})
-	go func() {
-		s.syncs.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-s.syncsDone():
 	case <-time.After(fatalCleanup):
 		s.log.Error("exiting with syncs still running", zap.Duration("waited", fatalCleanup))
 	}

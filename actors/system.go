@@ -345,6 +345,30 @@ func (s *System) Keys() []string {
 	return keys
 }
 
+// countSync counts a sync about to start, unless Shutdown began. The
+// count is taken under the lock Shutdown sets closed with, so no sync is
+// added while Shutdown waits for them (the supervisor may be gone after a
+// panic while its children still run).
+func (s *System) countSync() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false
+	}
+	s.syncs.Add(1)
+	return true
+}
+
+// syncsDone is closed once every counted sync has ended.
+func (s *System) syncsDone() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		s.syncs.Wait()
+		close(done)
+	}()
+	return done
+}
+
 // Shutdown stops the watcher and every actor, waits for running syncs
 // until ctx is done, then cancels those still running.
 func (s *System) Shutdown(ctx context.Context) {
@@ -364,11 +388,7 @@ func (s *System) Shutdown(ctx context.Context) {
 	if err := s.root.StopFuture(s.supervisor).Wait(); err != nil {
 		s.log.Error("stop repository actors", zap.Error(err))
 	}
-	done := make(chan struct{})
-	go func() {
-		s.syncs.Wait()
-		close(done)
-	}()
+	done := s.syncsDone()
 	select {
 	case <-done:
 	case <-ctx.Done():
