@@ -107,7 +107,42 @@ func startController(t testing.TB, extra ...string) *proc {
 }
 
 // startControllerEnv is startController with extra environment variables.
+// A controller that exits at once because a port freeAddr picked was
+// taken meanwhile (by a test of another package running in parallel) is
+// started again on new ports.
 func startControllerEnv(t testing.TB, environ []string, extra ...string) *proc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := launchController(t, environ, extra...)
+		if attempt == 3 || !p.lostPortRace() {
+			return p
+		}
+		t.Logf("controller lost a race for its ports; starting it again on new ones")
+	}
+}
+
+// lostPortRace waits until the controller's health server listens, and
+// reports a controller that exited first because an address was in use.
+func (p *proc) lostPortRace() bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done <- err // for stop and the cleanup
+			return strings.Contains(p.Logs(), "address already in use")
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", p.health, 100*time.Millisecond); err == nil {
+			_ = c.Close()
+			return false
+		}
+		time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
+	}
+	return false
+}
+
+// launchController starts one controller process (startControllerEnv).
+func launchController(t testing.TB, environ []string, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
 	args := append([]string{
