@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -303,11 +304,50 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 			return Result{}, err
 		}
 	}
+	if res, ok := f.stillHeld(req, src, want); ok {
+		return res, nil
+	}
+	f.setHeld(req.Key, nil)
 	got, err := f.ensure(ctx, src, s, req, dir, want)
 	if err != nil {
 		return Result{}, err
 	}
-	return src.checkOut(ctx, req, dir, got)
+	res, err := src.checkOut(ctx, req, dir, got)
+	if err != nil {
+		return Result{}, err
+	}
+	f.setHeld(req.Key, &held{src: src, commit: got, path: req.Path, res: res})
+	return res, nil
+}
+
+// stillHeld answers a request whose commit the key's work tree already
+// holds, from memory, when its manifest directory is still on disk.
+func (f *Fetcher) stillHeld(req Request, src *source, want plumbing.Hash) (Result, bool) {
+	f.mu.Lock()
+	h, ok := f.held[req.Key]
+	f.mu.Unlock()
+	if !ok || h.src != src || h.commit != want || h.path != req.Path {
+		return Result{}, false
+	}
+	if info, err := os.Stat(h.res.Dir); err != nil || !info.IsDir() {
+		return Result{}, false
+	}
+	res := h.res
+	res.Unchanged, res.Previous, res.ChangedPaths = true, res.Commit, []string{}
+	res.DroppedLinks = slices.Clone(res.DroppedLinks)
+	return res, true
+}
+
+// setHeld records what key's work tree holds; nil forgets it (a fetch
+// that may change the work tree is under way).
+func (f *Fetcher) setHeld(key string, h *held) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h == nil {
+		delete(f.held, key)
+		return
+	}
+	f.held[key] = *h
 }
 
 // ensure returns the commit to check out for want, fetching it into the

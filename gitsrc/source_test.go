@@ -192,3 +192,29 @@ func TestSourceIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietPollAnsweredFromMemory: a poll that finds the commit already
+// checked out is answered without opening the checkout, and says so as a
+// full fetch would; a request for another path is not.
+func TestQuietPollAnsweredFromMemory(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "mono")
+	commit := repo.CommitStrings("first", map[string]string{"apps/0/a.yaml": "a: 1\n", "apps/1/b.yaml": "b: 1\n"})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "team/app", URL: repo.URL(), Ref: Ref{Branch: "main"}, Path: "apps/0"}
+	first := mustFetch(t, f, req)
+	if first.Unchanged {
+		t.Fatal("the first fetch says Unchanged")
+	}
+	quiet := mustFetch(t, f, req)
+	want := Result{Commit: commit, Unchanged: true, ChangedPaths: []string{}, Previous: commit, Dir: first.Dir, Root: first.Root}
+	if !reflect.DeepEqual(quiet, want) {
+		t.Fatalf("quiet poll = %+v, want %+v", quiet, want)
+	}
+	req.Path = "apps/1"
+	other := mustFetch(t, f, req)
+	if other.Dir == first.Dir || !other.Unchanged {
+		t.Fatalf("another path of the same commit: dir %s (first %s), unchanged %v; want a new dir, unchanged", other.Dir, first.Dir, other.Unchanged)
+	}
+	assertTree(t, other.Dir, map[string]string{"b.yaml": "b: 1\n"})
+}
