@@ -133,17 +133,7 @@ func TestAPIFaultsLoseNothing(t *testing.T) {
 func TestSIGKILLMidApplyLosesNothing(t *testing.T) {
 	ns := env.Namespace(t)
 	repo := gitserver.New(t).CreateRepo(t, "big")
-	files := func(v string) map[string]string {
-		out := map[string]string{}
-		for f := range 30 {
-			var docs []string
-			for i := range 10 {
-				docs = append(docs, configMapYAML(fmt.Sprintf("cm-%02d-%d", f, i), ns, v))
-			}
-			out[fmt.Sprintf("part-%02d.yaml", f)] = strings.Join(docs, "---\n")
-		}
-		return out
-	}
+	files := func(v string) map[string]string { return bigRepoFiles(ns, v) }
 	first := files("1")
 	first["gone.yaml"] = configMapYAML("gone", ns, "1")
 	commit := repo.CommitStrings("first", first)
@@ -179,11 +169,30 @@ func TestSIGKILLMidApplyLosesNothing(t *testing.T) {
 	next := startController(t, "--watch-namespace", ns, "--kubeconfig", proxy.kubeconfig(t))
 	next.waitReady(t)
 	waitPhase(t, ns, "big", v1alpha1.PhaseSynced, commit, 2*time.Minute)
+	wantConfigMaps(t, ns, "after the restart", bigRepoObjects("2"))
+}
+
+// bigRepoFiles is a 300-object repository: 30 files of 10 ConfigMaps,
+// cm-FF-I, each with data.value v.
+func bigRepoFiles(ns, v string) map[string]string {
+	out := map[string]string{}
+	for f := range 30 {
+		var docs []string
+		for i := range 10 {
+			docs = append(docs, configMapYAML(fmt.Sprintf("cm-%02d-%d", f, i), ns, v))
+		}
+		out[fmt.Sprintf("part-%02d.yaml", f)] = strings.Join(docs, "---\n")
+	}
+	return out
+}
+
+// bigRepoObjects is what bigRepoFiles(ns, v) applies: name -> data.value.
+func bigRepoObjects(v string) map[string]string {
 	want := map[string]string{}
 	for f := range 30 {
 		for i := range 10 {
-			want[fmt.Sprintf("cm-%02d-%d", f, i)] = "2"
+			want[fmt.Sprintf("cm-%02d-%d", f, i)] = v
 		}
 	}
-	wantConfigMaps(t, ns, "after the restart", want)
+	return want
 }

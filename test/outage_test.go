@@ -22,7 +22,8 @@ import (
 // ones, as an outage looks from the controller (the test keeps its own
 // connection); slow, it holds every chunk of response for a while;
 // dropping, it cuts every connection after some bytes of response,
-// mid-response.
+// mid-response; blackholed, it keeps every connection open and swallows
+// what crosses it both ways, as a network partition looks.
 type apiProxy struct {
 	addr, target string
 	mu           sync.Mutex
@@ -30,6 +31,31 @@ type apiProxy struct {
 	conns        []net.Conn
 	delay        time.Duration // before each chunk of response
 	dropAfter    int           // bytes of response a connection carries before it is cut; 0: no limit
+	blackholed   bool
+	lastUp       time.Time // when a byte last went through to the target
+}
+
+// blackhole starts swallowing every byte, both ways, on open and new
+// connections. A swallowed connection is useless afterwards, as after a
+// partition long enough for TCP to give up; the proxy stays blackholed
+// until it is cut.
+func (p *apiProxy) blackhole() {
+	p.mu.Lock()
+	p.blackholed = true
+	p.mu.Unlock()
+}
+
+func (p *apiProxy) isBlackholed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.blackholed
+}
+
+// lastForwarded is when a byte from the client last reached the target.
+func (p *apiProxy) lastForwarded() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastUp
 }
 
 // slow delays every chunk of response by d (0: no delay).
@@ -91,6 +117,14 @@ func (p *apiProxy) restore(t *testing.T) {
 }
 
 func (p *apiProxy) forward(c net.Conn) {
+	if p.isBlackholed() {
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		p.mu.Unlock()
+		_, _ = io.Copy(io.Discard, c)
+		_ = c.Close()
+		return
+	}
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {
 		_ = c.Close()
@@ -99,10 +133,29 @@ func (p *apiProxy) forward(c net.Conn) {
 	p.mu.Lock()
 	p.conns = append(p.conns, c, up)
 	p.mu.Unlock()
-	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+	go func() { p.request(up, c); _ = up.Close() }()
 	p.respond(c, up)
 	_ = c.Close()
 	_ = up.Close()
+}
+
+// request copies the client's bytes to the target, unless blackholed.
+func (p *apiProxy) request(up, c net.Conn) {
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 && !p.isBlackholed() {
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				return
+			}
+			p.mu.Lock()
+			p.lastUp = time.Now()
+			p.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // respond copies the API server's responses to the client, with the
@@ -112,7 +165,7 @@ func (p *apiProxy) respond(c, up net.Conn) {
 	sent := 0
 	for {
 		n, err := up.Read(buf)
-		if n > 0 {
+		if n > 0 && !p.isBlackholed() {
 			delay, dropAfter := p.faults()
 			time.Sleep(delay)
 			if dropAfter > 0 && sent+n > dropAfter {
