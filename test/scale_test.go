@@ -362,19 +362,32 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 
 // apiRequestsByVerb sums the API server's apiserver_request_total by verb.
 func apiRequestsByVerb(b *testing.B) map[string]float64 {
+	out := map[string]float64{}
+	for call, n := range apiRequests(b) {
+		out[call.verb] += n
+	}
+	return out
+}
+
+// apiCall is one series of the API server's apiserver_request_total.
+type apiCall struct{ verb, resource, subresource, dryRun string }
+
+// apiRequests reads the API server's own count of the requests it served.
+func apiRequests(tb testing.TB) map[apiCall]float64 {
+	tb.Helper()
 	raw, err := env.Kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		b.Fatalf("scrape the API server's /metrics: %v", err)
+		tb.Fatalf("scrape the API server's /metrics: %v", err)
 	}
-	out := map[string]float64{}
+	out := map[apiCall]float64{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if !strings.HasPrefix(line, "apiserver_request_total{") {
 			continue
 		}
-		verb := labelValue(line, "verb")
+		call := apiCall{labelValue(line, "verb"), labelValue(line, "resource"), labelValue(line, "subresource"), labelValue(line, "dry_run")}
 		fields := strings.Fields(line)
-		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil && verb != "" {
-			out[verb] += v
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil && call.verb != "" {
+			out[call] += v
 		}
 	}
 	return out
