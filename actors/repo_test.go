@@ -173,8 +173,12 @@ func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
 	backoff := Backoff{Base: 40 * time.Millisecond, Max: 10 * time.Second}
 	s := start(t, Config{Syncer: rec, Hooks: hooks, Backoff: backoff})
 	s.Upsert(newRepo("ns", "bad", 1, time.Hour))
-	s.Upsert(newRepo("ns", "good1", 1, 20*time.Millisecond))
-	s.Upsert(newRepo("ns", "good2", 1, 20*time.Millisecond))
+	var good []string // 49 busy repositories beside the broken one
+	for i := range 49 {
+		name := fmt.Sprintf("good%02d", i)
+		good = append(good, "ns/"+name)
+		s.Upsert(newRepo("ns", name, 1, 20*time.Millisecond))
+	}
 
 	st := waitStatus(t, s, "ns/bad", "bad synced after its crashes", func(st RepoStatus) bool { return st.Syncs == 1 })
 	if st.LastError != nil || st.LastTrigger != TriggerStartup {
@@ -195,7 +199,7 @@ func TestPanicRestartsOnlyThatActorWithGrowingDelays(t *testing.T) {
 		crashed = append(crashed, c.at)
 	}
 	checkBackoff(t, "restart", backoff, crashed, restarts)
-	for _, key := range []string{"ns/good1", "ns/good2"} {
+	for _, key := range good {
 		if n := len(hooks.of(key)); n != 0 {
 			t.Fatalf("%s restarted %d times, want 0", key, n)
 		}
