@@ -23,7 +23,7 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 
 PREFIX ?= $(shell go env GOPATH)
 
-.PHONY: all build install-cli test race race-short soak unit controlplane fuzz bench generate lint run deploy kind-up clean
+.PHONY: all build install-cli test race race-short soak unit controlplane fuzz bench generate lint run devcluster deploy kind-up clean
 
 all: build
 
@@ -116,9 +116,11 @@ lint:
 # plane it starts (with an example GitRepository) when none answers.
 # run: built, not `go run`, because go run exits 1 after a Ctrl-C even when
 # the program stopped cleanly.
-run: build
-	go build -o bin/devcluster ./test/devcluster
+run: build devcluster
 	bin/devcluster --bin $(BIN) $(RUN_ARGS)
+
+devcluster:
+	go build -o bin/devcluster ./test/devcluster
 
 deploy:
 	kubectl apply -k deploy/
