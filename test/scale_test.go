@@ -40,7 +40,8 @@ type scaleConfig struct {
 
 // scaleConfigFromEnv reads BENCH_SCALE (largest N, default 1000) and the
 // ALUMIINI_BENCH_* knobs. 100, 1,000 and 10,000 are measured up to the
-// largest N.
+// largest N, unless ALUMIINI_BENCH_POINTS lists the counts ("3000", or
+// "100,1000,3000").
 func scaleConfigFromEnv() scaleConfig {
 	c := scaleConfig{quiet: 5 * time.Minute, interval: "1m", reconcile: "2m", pushes: 30, workers: 32}
 	largest := 1000
@@ -53,6 +54,15 @@ func scaleConfigFromEnv() scaleConfig {
 		}
 	}
 	c.points = append(c.points, largest)
+	if v := os.Getenv("ALUMIINI_BENCH_POINTS"); v != "" {
+		c.points = nil
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+				c.points = append(c.points, n)
+			}
+		}
+		sort.Ints(c.points)
+	}
 	if d, err := time.ParseDuration(os.Getenv("ALUMIINI_BENCH_QUIET")); err == nil {
 		c.quiet = d
 	}
