@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/util/flowcontrol"
@@ -93,6 +94,10 @@ type Result struct {
 // shared by every sync.
 type Applier struct {
 	client dynamic.Interface // reads and writes applied objects: the controller's, or a tenant's (see as)
+	// meta lists objects as metadata only, as protobuf: the drift check's
+	// and the claim check's lists need names, labels and resourceVersions,
+	// and cost the API server less to encode that way. Same identity as client.
+	meta   metadata.Interface
 	ctrl   dynamic.Interface // the controller's own, for GitRepositories
 	user   string            // the impersonated user of client, "" for the controller itself
 	mapper *restmapper.DeferredDiscoveryRESTMapper
@@ -139,8 +144,12 @@ func NewApplier(cfg *rest.Config, options ...ApplierOption) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
+	meta, err := metadata.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes metadata client: %w", err)
+	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	a := &Applier{client: client, ctrl: client, mapper: mapper, disc: disc, tenants: newTenantClients(cfg, maxTenantClients)}
+	a := &Applier{client: client, ctrl: client, meta: meta, mapper: mapper, disc: disc, tenants: newTenantClients(cfg, maxTenantClients)}
 	for _, o := range options {
 		o(a)
 	}
@@ -394,6 +403,14 @@ func (a *Applier) resource(m *meta.RESTMapping, namespace string) dynamic.Resour
 		return a.client.Resource(m.Resource).Namespace(namespace)
 	}
 	return a.client.Resource(m.Resource)
+}
+
+// metadataOf is resource for metadata-only reads.
+func (a *Applier) metadataOf(m *meta.RESTMapping, namespace string) metadata.ResourceInterface {
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return a.meta.Resource(m.Resource).Namespace(namespace)
+	}
+	return a.meta.Resource(m.Resource)
 }
 
 // ssa server-side applies obj as ALUMIINI, taking over fields other

@@ -64,19 +64,11 @@ func (a *Applier) listClaims(ctx context.Context, m *meta.RESTMapping, namespace
 	}
 	owners := map[string]Owner{}
 	for _, sel := range selectors {
-		opts := metav1.ListOptions{LabelSelector: sel, Limit: 500}
-		for {
-			list, err := a.resource(m, namespace).List(ctx, opts)
-			if err != nil {
-				return nil, err
-			}
-			for _, item := range list.Items {
-				l := item.GetLabels()
-				owners[item.GetName()] = Owner{Namespace: l[v1alpha1.LabelNamespace], Name: l[v1alpha1.LabelName]}
-			}
-			if opts.Continue = list.GetContinue(); opts.Continue == "" {
-				break
-			}
+		err := a.listMetadata(ctx, m, namespace, sel, func(o *metav1.PartialObjectMetadata) {
+			owners[o.Name] = Owner{Namespace: o.Labels[v1alpha1.LabelNamespace], Name: o.Labels[v1alpha1.LabelName]}
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return owners, nil

@@ -216,7 +216,7 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 	if err != nil {
 		return true, err
 	}
-	listed := map[string]map[string]*unstructured.Unstructured{}
+	listed := map[string]map[string]string{}
 	for _, ref := range refs {
 		want, ok := versions[ObjectKey(ref)]
 		if !ok {
@@ -229,12 +229,16 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 		group := m.Resource.String() + "|" + ref.Namespace
 		owned, ok := listed[group]
 		if !ok {
-			if owned, err = a.listOwned(ctx, m, ref.Namespace, opts.Owner); err != nil {
+			owned = map[string]string{}
+			err := a.listMetadata(ctx, m, ref.Namespace, ownerSelector(opts.Owner), func(o *metav1.PartialObjectMetadata) {
+				owned[o.Name] = o.ResourceVersion
+			})
+			if err != nil {
 				return true, err
 			}
 			listed[group] = owned
 		}
-		if live, ok := owned[ref.Name]; !ok || live.GetResourceVersion() != want {
+		if v, ok := owned[ref.Name]; !ok || v != want {
 			return true, nil
 		}
 	}
@@ -264,9 +268,8 @@ func (r *run) liveObject(ctx context.Context, m *meta.RESTMapping, prepared *uns
 // listOwned lists the objects of one resource and namespace that owner's
 // labels mark, by name.
 func (a *Applier) listOwned(ctx context.Context, m *meta.RESTMapping, namespace string, owner Owner) (map[string]*unstructured.Unstructured, error) {
-	sel := fmt.Sprintf("%s=%s,%s=%s", v1alpha1.LabelName, owner.Name, v1alpha1.LabelNamespace, owner.Namespace)
 	owned := map[string]*unstructured.Unstructured{}
-	opts := metav1.ListOptions{LabelSelector: sel, Limit: 500}
+	opts := metav1.ListOptions{LabelSelector: ownerSelector(owner), Limit: 500}
 	for {
 		list, err := a.resource(m, namespace).List(ctx, opts)
 		if err != nil {
@@ -277,6 +280,29 @@ func (a *Applier) listOwned(ctx context.Context, m *meta.RESTMapping, namespace 
 		}
 		if opts.Continue = list.GetContinue(); opts.Continue == "" {
 			return owned, nil
+		}
+	}
+}
+
+// ownerSelector selects the objects owner's labels mark.
+func ownerSelector(owner Owner) string {
+	return fmt.Sprintf("%s=%s,%s=%s", v1alpha1.LabelName, owner.Name, v1alpha1.LabelNamespace, owner.Namespace)
+}
+
+// listMetadata lists the metadata of the objects of one resource and
+// namespace that selector selects, page by page.
+func (a *Applier) listMetadata(ctx context.Context, m *meta.RESTMapping, namespace, selector string, each func(*metav1.PartialObjectMetadata)) error {
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
+	for {
+		list, err := a.metadataOf(m, namespace).List(ctx, opts)
+		if err != nil {
+			return err
+		}
+		for i := range list.Items {
+			each(&list.Items[i])
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			return nil
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
 
@@ -32,6 +33,7 @@ type tenantClients struct {
 type tenantClient struct {
 	user   string
 	client dynamic.Interface
+	meta   metadata.Interface // for lists that need names, labels and versions only
 }
 
 func newTenantClients(base *rest.Config, max int) *tenantClients {
@@ -43,8 +45,8 @@ func serviceAccountUser(namespace, name string) string {
 	return "system:serviceaccount:" + namespace + ":" + name
 }
 
-// get returns the client impersonating ServiceAccount namespace/name.
-func (t *tenantClients) get(namespace, name string) (dynamic.Interface, error) {
+// get returns the clients impersonating ServiceAccount namespace/name.
+func (t *tenantClients) get(namespace, name string) (*tenantClient, error) {
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return nil, fmt.Errorf("spec.serviceAccountName %q is not a valid ServiceAccount name: %v", name, errs)
 	}
@@ -53,7 +55,7 @@ func (t *tenantClients) get(namespace, name string) (dynamic.Interface, error) {
 	defer t.mu.Unlock()
 	if e, ok := t.clients[user]; ok {
 		t.order.MoveToFront(e)
-		return e.Value.(*tenantClient).client, nil
+		return e.Value.(*tenantClient), nil
 	}
 	cfg := rest.CopyConfig(t.base)
 	// The API server adds the groups system:serviceaccounts and
@@ -63,13 +65,18 @@ func (t *tenantClients) get(namespace, name string) (dynamic.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client impersonating %s: %w", user, err)
 	}
-	t.clients[user] = t.order.PushFront(&tenantClient{user: user, client: client})
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client impersonating %s: %w", user, err)
+	}
+	c := &tenantClient{user: user, client: client, meta: meta}
+	t.clients[user] = t.order.PushFront(c)
 	for t.order.Len() > t.max {
 		last := t.order.Back()
 		t.order.Remove(last)
 		delete(t.clients, last.Value.(*tenantClient).user)
 	}
-	return client, nil
+	return c, nil
 }
 
 // serviceAccount is the ServiceAccount a sync with opts impersonates: the
@@ -89,13 +96,13 @@ func (a *Applier) as(opts Options) (*Applier, error) {
 	if sa == "" {
 		return a, nil
 	}
-	client, err := a.tenants.get(opts.Owner.Namespace, sa)
+	c, err := a.tenants.get(opts.Owner.Namespace, sa)
 	if err != nil {
 		return nil, err
 	}
 	b := *a
-	b.client = client
-	b.user = serviceAccountUser(opts.Owner.Namespace, sa)
+	b.client, b.meta = c.client, c.meta
+	b.user = c.user
 	return &b, nil
 }
 
