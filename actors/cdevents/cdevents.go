@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -281,7 +282,19 @@ func (e *Emitter) deliver(ctx context.Context, ce cloudevents.Event) {
 	}
 }
 
-func (e *Emitter) send(ctx context.Context, ce cloudevents.Event) error {
+// errPanicked is a send that panicked: not retried, as it would again.
+var errPanicked = errors.New("the CloudEvents client panicked")
+
+// send makes one attempt. A panic in the CloudEvents client, which reads a
+// third party's reply, fails this event and not the process: the sender
+// goes on with the next event.
+func (e *Emitter) send(ctx context.Context, ce cloudevents.Event) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("panic while sending a CDEvent", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	if res := e.client.Send(ctx, ce); !cloudevents.IsACK(res) {
@@ -292,6 +305,9 @@ func (e *Emitter) send(ctx context.Context, ce cloudevents.Event) error {
 
 // retriable tells failures that may pass from those the sink will repeat.
 func retriable(err error) bool {
+	if errors.Is(err, errPanicked) {
+		return false
+	}
 	var res *cehttp.Result
 	if !errors.As(err, &res) {
 		return true // no HTTP answer: connection refused, timeout, reset

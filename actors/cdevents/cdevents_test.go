@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -417,5 +419,41 @@ func TestEventJSONIsStable(t *testing.T) {
 	}
 	if _, err := build(Event{Kind: Kind(99)}, "id", "/alumiini", "", time.Now()); err == nil {
 		t.Error("unknown kind accepted")
+	}
+}
+
+// panicOnce is a CloudEvents client whose first Send panics.
+type panicOnce struct {
+	cloudevents.Client
+	panicked atomic.Bool
+}
+
+func (p *panicOnce) Send(ctx context.Context, ev cloudevents.Event) protocol.Result {
+	if !p.panicked.Swap(true) {
+		panic("a reply the client could not handle")
+	}
+	return p.Client.Send(ctx, ev)
+}
+
+// TestPanicInTheClientFailsOnlyThatEvent: a panic while sending counts
+// that event as failed, once, and the sender delivers the next one.
+func TestPanicInTheClientFailsOnlyThatEvent(t *testing.T) {
+	r := newReceiver(t, 0)
+	e, reg := newEmitter(t, Config{Sink: r.url, MaxAttempts: 3, RetryBackoff: time.Millisecond})
+	client := &panicOnce{Client: e.client}
+	e.client = client // before the first Emit: the sender reads it after the queue hands it an event
+	e.Emit(Event{Kind: DriftDetected, Namespace: "ns", Name: "first"})
+	e.Emit(Event{Kind: DriftDetected, Namespace: "ns", Name: "second"})
+	if d := r.next(t); !strings.Contains(d.subj, "second") {
+		t.Fatalf("delivered %q, want the second event", d.subj)
+	}
+	if err := closeWithin(t, e, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !client.panicked.Load() {
+		t.Fatal("the client never panicked: the test proves nothing")
+	}
+	if sent, failed := metric(t, reg, "alumiini_cdevents_sent_total"), metric(t, reg, "alumiini_cdevents_failed_total"); sent != 1 || failed != 1 {
+		t.Errorf("sent %v failed %v, want 1 and 1", sent, failed)
 	}
 }
