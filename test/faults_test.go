@@ -148,15 +148,7 @@ func TestSIGKILLMidApplyLosesNothing(t *testing.T) {
 	second := files("2")
 	second["gone.yaml"] = ""
 	commit = repo.CommitStrings("second", second)
-	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), commit); code != http.StatusAccepted {
-		t.Fatalf("webhook reply %d %s", code, body)
-	}
-	testenv.Eventually(t, time.Minute, func() error {
-		if v, _ := configMapValue(ns, "cm-00-0"); v != "2" {
-			return fmt.Errorf("the apply has not started")
-		}
-		return nil
-	})
+	pushBigCommit(t, ctrl.webhook, repo, commit, func() string { v, _ := configMapValue(ns, "cm-00-0"); return v })
 	if err := ctrl.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +176,22 @@ func bigRepoFiles(ns, v string) map[string]string {
 		out[fmt.Sprintf("part-%02d.yaml", f)] = strings.Join(docs, "---\n")
 	}
 	return out
+}
+
+// pushBigCommit sends the webhook for commit of a bigRepoFiles repository
+// whose values become "2", and waits until the apply has begun: first
+// reads cm-00-0's value.
+func pushBigCommit(t *testing.T, webhook string, repo *gitserver.Repo, commit string, first func() string) {
+	t.Helper()
+	if code, body := pushGitHub(t, webhook, repo.URL(), commit); code != http.StatusAccepted {
+		t.Fatalf("webhook reply %d %s", code, body)
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		if first() != "2" {
+			return fmt.Errorf("the apply has not started")
+		}
+		return nil
+	})
 }
 
 // bigRepoObjects is what bigRepoFiles(ns, v) applies: name -> data.value.

@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -55,15 +54,7 @@ func TestLeaderFenceOnAPIPartition(t *testing.T) {
 	// mid-apply, then partition it.
 	leaderProxy.slow(20 * time.Millisecond)
 	commit = repo.CommitStrings("second", bigRepoFiles(ns, "2"))
-	if code, body := pushGitHub(t, leader.webhook, repo.URL(), commit); code != http.StatusAccepted {
-		t.Fatalf("webhook reply %d %s", code, body)
-	}
-	testenv.Eventually(t, time.Minute, func() error {
-		if v, _ := configMapValue(ns, "cm-00-0"); v != "2" {
-			return fmt.Errorf("the apply has not started")
-		}
-		return nil
-	})
+	pushBigCommit(t, leader.webhook, repo, commit, func() string { v, _ := configMapValue(ns, "cm-00-0"); return v })
 	exited := make(chan time.Time, 1)
 	go func() {
 		err := <-leader.done

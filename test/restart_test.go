@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -73,15 +72,7 @@ func TestAPIServerRestartedMidSync(t *testing.T) {
 	files = bigRepoFiles(ns, "2")
 	files["gone.yaml"] = ""
 	commit = repo.CommitStrings("second", files)
-	if code, body := pushGitHub(t, ctrl.webhook, repo.URL(), commit); code != http.StatusAccepted {
-		t.Fatalf("webhook reply %d %s", code, body)
-	}
-	testenv.Eventually(t, time.Minute, func() error {
-		if v := valueOn(cp, ns, "cm-00-0"); v != "2" {
-			return fmt.Errorf("the apply has not started")
-		}
-		return nil
-	})
+	pushBigCommit(t, ctrl.webhook, repo, commit, func() string { return valueOn(cp, ns, "cm-00-0") })
 	restartAPIServer(t, cp, u.Port())
 	if v := valueOn(cp, ns, "cm-29-9"); v == "2" {
 		t.Fatal("the apply finished before the restart: the test proves nothing; slow the proxy more")
