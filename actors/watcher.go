@@ -67,10 +67,16 @@ func (s *System) Reconsider() {
 	}
 }
 
+// toRepository returns the informer's GitRepository: typed already when
+// the informer's transform made it so (shared, never to be modified), or
+// converted from its unstructured form.
 func toRepository(obj any) (*v1alpha1.GitRepository, error) {
+	if repo, ok := obj.(*v1alpha1.GitRepository); ok {
+		return repo, nil
+	}
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
-		return nil, fmt.Errorf("informer delivered %T, want *unstructured.Unstructured", obj)
+		return nil, fmt.Errorf("informer delivered %T, want a GitRepository", obj)
 	}
 	repo := &v1alpha1.GitRepository{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, repo); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"sync"
 
 	"go.uber.org/zap"
@@ -11,9 +12,10 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 )
 
-// repoIndex keeps typed copies of the GitRepositories the informer holds,
-// converted once per change, so that the webhook handler can match a push
-// against 10,000 repositories without converting any of them per request.
+// repoIndex lists the GitRepositories the informer holds (typed, by
+// slimRepository, once per change), so that the webhook handler can match a
+// push against 10,000 repositories without converting any of them per
+// request.
 type repoIndex struct {
 	log *zap.Logger
 
@@ -45,13 +47,9 @@ func (x *repoIndex) handler() cache.ResourceEventHandler {
 }
 
 func (x *repoIndex) set(obj any) {
-	u, ok := obj.(*unstructured.Unstructured)
+	repo, ok := obj.(*v1alpha1.GitRepository) // slimRepository's
 	if !ok {
-		return
-	}
-	repo := &v1alpha1.GitRepository{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, repo); err != nil {
-		x.log.Warn("skip GitRepository for webhook matching", zap.String("repository", u.GetNamespace()+"/"+u.GetName()), zap.Error(err))
+		x.log.Warn("skip a GitRepository that does not convert for webhook matching", zap.String("type", fmt.Sprintf("%T", obj)))
 		return
 	}
 	x.mu.Lock()
@@ -73,14 +71,25 @@ func (x *repoIndex) List() []*v1alpha1.GitRepository {
 	return x.list
 }
 
-// slimRepository drops from the informer's copy of a GitRepository what no
-// reader of that copy needs, to keep the memory of idle repositories low:
-// managedFields, and the inventory (a sync reads the status, inventory
-// included, from the API server before it applies, prunes or checks drift).
+// slimRepository turns the informer's copy of a GitRepository into the
+// typed object, without what no reader of that copy needs, to keep the
+// memory of idle repositories low: managedFields, and the inventory (a sync
+// reads the status, inventory included, from the API server before it
+// applies, prunes or checks drift). The typed object is a fraction of the
+// size of its unstructured maps, and the webhook index and the repository
+// actors share it: objects in an informer's cache are never modified. One
+// that does not convert stays unstructured, for the watcher to report.
 func slimRepository(obj any) (any, error) {
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		u.SetManagedFields(nil)
-		unstructured.RemoveNestedField(u.Object, "status", "inventory")
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	repo := &v1alpha1.GitRepository{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, repo); err != nil {
+		u.SetManagedFields(nil)
+		return u, nil
+	}
+	repo.ManagedFields = nil
+	repo.Status.Inventory = nil
+	return repo, nil
 }
