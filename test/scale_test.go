@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 type scaleConfig struct {
 	points    []int         // repository counts measured, ascending
 	quiet     time.Duration // idle window over which CPU and API requests are counted
+	idle      time.Duration // window with the controller paused: the control plane's own cost; 0 skips
 	interval  string        // spec.interval of the idle repositories
 	reconcile string        // spec.reconcileInterval of the idle repositories
 	steady    time.Duration // wait before measuring, so that every repository had its first drift check
@@ -43,7 +45,7 @@ type scaleConfig struct {
 // largest N, unless ALUMIINI_BENCH_POINTS lists the counts ("3000", or
 // "100,1000,3000").
 func scaleConfigFromEnv() scaleConfig {
-	c := scaleConfig{quiet: 5 * time.Minute, interval: "1m", reconcile: "2m", pushes: 30, workers: 32}
+	c := scaleConfig{quiet: 5 * time.Minute, idle: 2 * time.Minute, interval: "1m", reconcile: "2m", pushes: 30, workers: 32}
 	largest := 1000
 	if n, err := strconv.Atoi(os.Getenv("BENCH_SCALE")); err == nil && n >= 100 {
 		largest = n
@@ -65,6 +67,9 @@ func scaleConfigFromEnv() scaleConfig {
 	}
 	if d, err := time.ParseDuration(os.Getenv("ALUMIINI_BENCH_QUIET")); err == nil {
 		c.quiet = d
+	}
+	if d, err := time.ParseDuration(os.Getenv("ALUMIINI_BENCH_IDLE")); err == nil {
+		c.idle = d
 	}
 	if largest >= 10000 {
 		c.interval = "5m" // the 10,000-repository target is at 5m
@@ -102,6 +107,7 @@ func BenchmarkScale(b *testing.B) {
 			b.ReportMetric(p.PushP50Ms, fmt.Sprintf("push-p50-ms@%d", p.Repos))
 			b.ReportMetric(p.PushP99Ms, fmt.Sprintf("push-p99-ms@%d", p.Repos))
 			b.ReportMetric(p.ControllerCPUPercent, fmt.Sprintf("ctrl-cpu-%%@%d", p.Repos))
+			b.ReportMetric(p.ControlPlaneCPUPercent-p.ControlPlaneIdleCPUPercent, fmt.Sprintf("plane-cpu-added-%%@%d", p.Repos))
 			b.ReportMetric(p.FirstSyncRatio, fmt.Sprintf("first-sync-ratio@%d", p.Repos))
 		}
 		rss, heap := benchchart.Slope(points, func(p benchchart.Point) float64 { return p.RSSKiB }),
@@ -261,19 +267,32 @@ func settledMemory(b *testing.B, ctrl *proc) (rss, heap float64) {
 // etcd, and the API server's requests by verb, over cfg.quiet.
 func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point) {
 	pids := controlPlanePIDs(b)
-	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), 0.0
-	for _, pid := range pids {
-		planeBefore += cpuSeconds(b, pid)
+	planeCPU := func() float64 {
+		sum := 0.0
+		for _, pid := range pids {
+			sum += cpuSeconds(b, pid)
+		}
+		return sum
 	}
+	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU()
 	reqBefore := apiRequestsByVerb(b)
 	time.Sleep(cfg.quiet) // the measurement window itself
-	planeAfter := 0.0
-	for _, pid := range pids {
-		planeAfter += cpuSeconds(b, pid)
-	}
 	secs := cfg.quiet.Seconds()
 	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
-	p.ControlPlaneCPUPercent = 100 * (planeAfter - planeBefore) / secs
+	p.ControlPlaneCPUPercent = 100 * (planeCPU() - planeBefore) / secs
+	if cfg.idle > 0 {
+		// The control plane's own cost with these objects: the controller
+		// paused (SIGSTOP), so that it sends nothing.
+		if err := ctrl.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			b.Fatal(err)
+		}
+		idleBefore := planeCPU()
+		time.Sleep(cfg.idle) // the measurement window itself
+		p.ControlPlaneIdleCPUPercent = 100 * (planeCPU() - idleBefore) / cfg.idle.Seconds()
+		if err := ctrl.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			b.Fatal(err)
+		}
+	}
 	p.RequestsPerMinute = map[string]float64{}
 	for verb, n := range apiRequestsByVerb(b) {
 		if d := n - reqBefore[verb]; d > 0 {

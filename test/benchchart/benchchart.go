@@ -23,10 +23,14 @@ type Point struct {
 	FirstSyncRatio         float64
 	ControllerCPUPercent   float64 // of one core, over the quiet window
 	ControlPlaneCPUPercent float64 // kube-apiserver + etcd, of one core
-	RequestsPerMinute      map[string]float64
-	PushP50Ms, PushP99Ms   float64 // webhook POST → changed object seen by a watch
-	WebhookP50Ms           float64 // webhook reply time
-	WebhookP99Ms           float64
+	// ControlPlaneIdleCPUPercent is kube-apiserver + etcd with the same
+	// objects stored and the controller paused: the control plane's own
+	// cost, which ALUMIINI does not add to.
+	ControlPlaneIdleCPUPercent float64
+	RequestsPerMinute          map[string]float64
+	PushP50Ms, PushP99Ms       float64 // webhook POST → changed object seen by a watch
+	WebhookP50Ms               float64 // webhook reply time
+	WebhookP99Ms               float64
 }
 
 // Peer is a figure of the controller users would pick instead, measured
