@@ -251,8 +251,10 @@ func createNamespace(t *testing.T, name string) {
 //     twice the membership timeout, and a push to one of them is applied;
 //  4. webhooks sent to a repository's owner and to a non-owner are applied
 //     with the pushed commit, the non-owner's p50 within twice the owner's;
-//  5. a member whose API connection is cut fences itself (it stops
-//     writing) before the others take its repositories over.
+//  5. a member whose API connection is cut while a push is under way
+//     fences itself before the others take its repositories over, and
+//     writes nothing once its connection is back: the API server counts
+//     one apply of the push per repository.
 func TestClusterAcceptance(t *testing.T) {
 	ns := env.Namespace(t)
 	git := gitserver.New(t)
