@@ -79,7 +79,7 @@ type LeaseProvider struct {
 	mu        sync.Mutex
 	renewedAt time.Time // local time the last successful renew was sent
 
-	seen map[string]observation // by Lease name; only the loop touches it
+	seen map[string]observation // by Lease name; only the list loop touches it
 }
 
 // observation is when this member last saw a Lease change, by its own
@@ -99,7 +99,7 @@ func NewLeaseProvider(cfg LeaseConfig) (*LeaseProvider, error) {
 }
 
 // StartMember writes this member's Lease once (failing if the API server
-// refuses) and starts the renew-and-list loop.
+// refuses) and starts the renew loop and the list loop.
 func (p *LeaseProvider) StartMember(c *cluster.Cluster) error {
 	host, port, err := c.ActorSystem.GetHostPort()
 	if err != nil {
@@ -116,7 +116,11 @@ func (p *LeaseProvider) StartMember(c *cluster.Cluster) error {
 		return err
 	}
 	p.fence = time.AfterFunc(p.fenceAfter(), p.markLost)
-	go p.loop(ctx)
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); p.every(ctx, p.renewOnce) }()
+	go func() { defer loops.Done(); p.every(ctx, p.listOnce) }()
+	go func() { loops.Wait(); close(p.done) }()
 	return nil
 }
 
@@ -163,7 +167,7 @@ func (p *LeaseProvider) Shutdown(graceful bool) error {
 	return nil
 }
 
-// stopRenewing ends the renew-and-list loop.
+// stopRenewing ends the renew and list loops.
 func (p *LeaseProvider) stopRenewing() {
 	p.cancel()
 	<-p.done
@@ -186,12 +190,14 @@ func (p *LeaseProvider) Fresh() bool {
 // repository actors and exit, and come back as a new member.
 func (p *LeaseProvider) Lost() <-chan struct{} { return p.lost }
 
-func (p *LeaseProvider) loop(ctx context.Context) {
-	defer close(p.done)
+// every runs step now and then once per renew period until ctx ends or
+// this member is lost. Renewing and listing run in loops of their own, so
+// that a slow list never delays a renew.
+func (p *LeaseProvider) every(ctx context.Context, step func(context.Context)) {
 	t := time.NewTicker(p.cfg.RenewEvery)
 	defer t.Stop()
 	for {
-		p.tick(ctx)
+		step(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -202,10 +208,13 @@ func (p *LeaseProvider) loop(ctx context.Context) {
 	}
 }
 
-func (p *LeaseProvider) tick(ctx context.Context) {
+func (p *LeaseProvider) renewOnce(ctx context.Context) {
 	if err := p.renew(ctx); err != nil && ctx.Err() == nil {
 		p.cfg.Log.Warn("cluster: renewing this member's Lease failed", zap.Error(err))
 	}
+}
+
+func (p *LeaseProvider) listOnce(ctx context.Context) {
 	members, err := p.list(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -216,12 +225,21 @@ func (p *LeaseProvider) tick(ctx context.Context) {
 	p.cluster.MemberList.UpdateClusterTopology(members)
 }
 
-// renew creates or updates this member's Lease. Each request is bounded by
-// the renew period, so a hung API server shows up as an expiring Lease.
+// renew creates or updates this member's Lease. A renew may take until
+// this member would fence itself: it counts from when it started, and the
+// others count from when they saw it written, which is later, so a slow
+// API server costs nothing as long as a renew gets through before the
+// fence. (Bounding it by the renew period instead made every member of a
+// busy cluster fence itself: their Lease requests queue at the API server
+// behind their own syncs.)
 func (p *LeaseProvider) renew(parent context.Context) error {
-	ctx, cancel := context.WithTimeout(parent, p.cfg.RenewEvery)
-	defer cancel()
 	start := time.Now()
+	deadline := start.Add(p.cfg.Duration - 2*p.cfg.RenewEvery) // the first renew, in StartMember
+	if p.fence != nil {
+		deadline = start.Add(p.fenceAfter())
+	}
+	ctx, cancel := context.WithDeadline(parent, deadline)
+	defer cancel()
 	leases := p.cfg.Client.CoordinationV1().Leases(p.cfg.Namespace)
 	lease, err := leases.Get(ctx, p.leaseName, metav1.GetOptions{})
 	switch {
@@ -262,6 +280,11 @@ func (p *LeaseProvider) fill(l *coordinationv1.Lease, now time.Time) {
 
 // list returns the members whose Lease this member saw renewed within the
 // membership timeout, and deletes Leases long dead.
+//
+// A list is bounded by the renew period: a Lease counts as seen when the
+// list returns, so a list answered late could show a member as not renewed
+// for the timeout when it renewed meanwhile. Bounded by R, what it shows is
+// at most R old, less than the 2R margin of the member's own fence.
 func (p *LeaseProvider) list(parent context.Context) (cluster.Members, error) {
 	ctx, cancel := context.WithTimeout(parent, p.cfg.RenewEvery)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -58,6 +59,7 @@ type Node struct {
 	settled   *cluster.Rendezvous // the last placement that stood for settle
 	changedAt time.Time
 	members   int
+	current   map[string]bool // addresses of the current topology's members
 }
 
 // Start joins the cluster as a member of system (which must not have
@@ -77,8 +79,13 @@ func Start(system *actor.ActorSystem, cfg Config) (n *Node, err error) {
 	kind := cluster.NewKind(RepositoryKind, actor.PropsFromProducer(func() actor.Actor {
 		return &repositoryGrain{handle: cfg.Handler}
 	}))
+	// Membership is the Leases' alone. The engine's gossip would also block
+	// a member whose gossip heartbeat it missed for a while (20s by
+	// default, which a busy member can miss): that member would still renew
+	// its Lease and run its repositories while the others took them over.
 	c := cluster.New(system, cluster.Configure(cfg.Name, provider, disthash.New(),
-		remote.Configure(cfg.Host, cfg.Port, opts...), cluster.WithKinds(kind)))
+		remote.Configure(cfg.Host, cfg.Port, opts...), cluster.WithKinds(kind),
+		cluster.WithHeartbeatExpiration(math.MaxInt64)))
 	n = &Node{Cluster: c, provider: provider, changed: make(chan struct{}, 1), rdv: cluster.NewRendezvous(),
 		settled: cluster.NewRendezvous(), settle: 3 * provider.cfg.RenewEvery}
 	n.sub = system.EventStream.Subscribe(n.onEvent)
@@ -103,11 +110,15 @@ func (n *Node) onEvent(ev any) {
 	}
 	rdv := cluster.NewRendezvous()
 	rdv.UpdateMembers(t.Members)
+	current := make(map[string]bool, len(t.Members))
+	for _, m := range t.Members {
+		current[m.Address()] = true
+	}
 	n.mu.Lock()
 	if time.Since(n.changedAt) >= n.settle {
 		n.settled = n.rdv
 	}
-	n.rdv, n.changedAt, n.members = rdv, time.Now(), len(t.Members)
+	n.rdv, n.changedAt, n.members, n.current = rdv, time.Now(), len(t.Members), current
 	n.mu.Unlock()
 	n.notify()
 	// Repositories gained now become owned after settle: say so again then.
@@ -143,8 +154,13 @@ func (n *Node) Owner(key string) string {
 // Owns reports whether this member should run repository key: the engine
 // places it here, this member's Lease is fresh enough that no other member
 // can have taken the repository over, and, for a repository that the last
-// topology change moved here, the previous owner has had time to see that
-// change too (every member lists Leases once per renew period).
+// topology change moved here, its previous owner has let go. A previous
+// owner that is still a member lets go when it sees the change, which
+// every member does within two renew periods: the repository waits for
+// settle. A previous owner that left the member list has let go already:
+// it left gracefully after stopping its actors, or its Lease went
+// unrenewed for the membership timeout, and it fenced itself before that.
+// Its repositories are owned at once, so a crash costs the timeout only.
 func (n *Node) Owns(key string) bool {
 	if !n.provider.Fresh() {
 		return false
@@ -155,7 +171,13 @@ func (n *Node) Owns(key string) bool {
 	if n.rdv.GetByClusterIdentity(id) != me {
 		return false
 	}
-	return time.Since(n.changedAt) >= n.settle || n.settled.GetByClusterIdentity(id) == me
+	if time.Since(n.changedAt) >= n.settle {
+		return true
+	}
+	// settled is empty until this member's first topology stood for
+	// settle: a member that just started waits, whatever it sees.
+	prev := n.settled.GetByClusterIdentity(id)
+	return prev == me || (prev != "" && !n.current[prev])
 }
 
 // Changed receives a value after the member list changed, and again when
