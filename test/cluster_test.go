@@ -151,26 +151,11 @@ func startupSyncs(t *testing.T, members ...*member) float64 {
 	return sum
 }
 
-// apiRequests reads the API server's own count of requests with verb on
-// resource (apiserver_request_total; server-side apply is verb APPLY).
-func apiRequests(t *testing.T, verb, resource string) float64 {
+// apiCount is the API server's count of verb on resource (no subresource,
+// no dry runs) so far.
+func apiCount(t *testing.T, verb, resource string) float64 {
 	t.Helper()
-	raw, err := env.Kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	if err != nil {
-		t.Fatalf("scrape the API server's /metrics: %v", err)
-	}
-	var sum float64
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") || labelValue(line, "verb") != verb ||
-			labelValue(line, "resource") != resource || labelValue(line, "subresource") != "" {
-			continue
-		}
-		fields := strings.Fields(line)
-		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return apiRequests(t)[apiCall{verb: verb, resource: resource}]
 }
 
 // placement is the engine's rendezvous placement of keys over members.
@@ -266,7 +251,7 @@ func TestClusterAcceptance(t *testing.T) {
 		createNamespace(t, targetNS(ns, i))
 		createRepo(t, ns, repoName(i), map[string]any{"url": app.URL(), "targetNamespace": targetNS(ns, i), "interval": "1h", "reconcileInterval": "1h"})
 	}
-	appliesBefore := apiRequests(t, "APPLY", "configmaps")
+	appliesBefore := apiCount(t, "APPLY", "configmaps")
 
 	// 1. Three members start together, as a Deployment's replicas do.
 	addrs := memberAddrs(t, 4)
@@ -303,7 +288,7 @@ func TestClusterAcceptance(t *testing.T) {
 	if s := startupSyncs(t, ms...); s != clusterRepos {
 		t.Fatalf("%v startup syncs across the members, want each of %d repositories synced once", s, clusterRepos)
 	}
-	if applies := apiRequests(t, "APPLY", "configmaps") - appliesBefore; applies != clusterRepos {
+	if applies := apiCount(t, "APPLY", "configmaps") - appliesBefore; applies != clusterRepos {
 		t.Fatalf("the API server counted %v server-side applies of ConfigMaps, want %d: each repository applied once", applies, clusterRepos)
 	}
 	want := placement(ms, keys)
@@ -331,7 +316,7 @@ func TestClusterAcceptance(t *testing.T) {
 	for i, m := range ms {
 		startupBefore[i] = startupSyncs(t, m)
 	}
-	appliesBefore = apiRequests(t, "APPLY", "configmaps")
+	appliesBefore = apiCount(t, "APPLY", "configmaps")
 	m3 := startMember(t, ns, "m3", addrs[3])
 	joined := time.Now()
 	all := append(append([]*member{}, ms...), m3)
@@ -377,7 +362,7 @@ func TestClusterAcceptance(t *testing.T) {
 	if s := startupSyncs(t, m3); int(s) != moved {
 		t.Fatalf("m3 ran %v startup syncs, want one for each of the %d repositories it took", s, moved)
 	}
-	if applies := apiRequests(t, "APPLY", "configmaps") - appliesBefore; applies != 0 {
+	if applies := apiCount(t, "APPLY", "configmaps") - appliesBefore; applies != 0 {
 		t.Fatalf("the API server counted %v applies of ConfigMaps during the join, want none: the cluster already holds every commit", applies)
 	}
 	t.Logf("step 2: %d of %d repositories moved to m3, all in place %s after it started; %d samples of all members' actors, none on two members",
@@ -471,7 +456,7 @@ func TestClusterAcceptance(t *testing.T) {
 		t.Fatal("m1 runs no repositories before the cut")
 	}
 	startupRest := startupSyncs(t, rest...)
-	appliesBefore = apiRequests(t, "APPLY", "configmaps")
+	appliesBefore = apiCount(t, "APPLY", "configmaps")
 	proxy.cut()
 	cut := time.Now()
 	third := app.CommitStrings("third", map[string]string{"cm.yaml": targetConfigMap("3")})
@@ -522,7 +507,7 @@ func TestClusterAcceptance(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("m1 did not exit within 30s of losing its membership")
 	}
-	if applies := apiRequests(t, "APPLY", "configmaps") - appliesBefore; applies != clusterRepos {
+	if applies := apiCount(t, "APPLY", "configmaps") - appliesBefore; applies != clusterRepos {
 		t.Fatalf("the API server counted %v applies of ConfigMaps for the push, want %d: one per repository", applies, clusterRepos)
 	}
 	t.Logf("step 5: m1 fenced itself %s after the cut (its API connection back at once); the others took its first repository %s and all %d %s after the cut, and applied the push once each",
