@@ -86,7 +86,8 @@ type Result struct {
 }
 
 // Fetcher keeps the checkouts under one cache directory. In memory it holds
-// only the sources (source.go) and which key uses which. Fetch may run
+// only the sources (source.go), which key uses which, and what each key's
+// work tree holds. Fetch may run
 // concurrently for different keys, never for the same key.
 type Fetcher struct {
 	cacheDir string

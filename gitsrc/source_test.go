@@ -3,6 +3,8 @@ package gitsrc
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
@@ -211,6 +213,24 @@ func TestQuietPollAnsweredFromMemory(t *testing.T) {
 	if !reflect.DeepEqual(quiet, want) {
 		t.Fatalf("quiet poll = %+v, want %+v", quiet, want)
 	}
+	// Only an answer from memory survives the key's git directory going
+	// away; the full path would have to open it.
+	if err := os.RemoveAll(filepath.Join(filepath.Dir(first.Root), "git")); err != nil {
+		t.Fatal(err)
+	}
+	if again := mustFetch(t, f, req); !reflect.DeepEqual(again, want) {
+		t.Fatalf("quiet poll without the git directory = %+v, want %+v from memory", again, want)
+	}
+	// A manifest directory gone from disk is not answered from memory.
+	if err := os.RemoveAll(first.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.Fetch(context.Background(), req); err == nil && reflect.DeepEqual(res, want) {
+		t.Fatal("a poll after the manifest directory was removed was answered from memory")
+	}
+
+	f = NewFetcher(t.TempDir())
+	mustFetch(t, f, req)
 	req.Path = "apps/1"
 	other := mustFetch(t, f, req)
 	if other.Dir == first.Dir || !other.Unchanged {

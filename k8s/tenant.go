@@ -61,11 +61,15 @@ func (t *tenantClients) get(namespace, name string) (*tenantClient, error) {
 	// The API server adds the groups system:serviceaccounts and
 	// system:serviceaccounts:<namespace> itself, as for a real token.
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	client, err := dynamic.NewForConfig(cfg)
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP client impersonating %s: %w", user, err)
+	}
+	client, err := dynamic.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("client impersonating %s: %w", user, err)
 	}
-	meta, err := metadata.NewForConfig(cfg)
+	meta, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("metadata client impersonating %s: %w", user, err)
 	}

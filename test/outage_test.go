@@ -32,7 +32,6 @@ type apiProxy struct {
 	delay        time.Duration // before each chunk of response
 	dropAfter    int           // bytes of response a connection carries before it is cut; 0: no limit
 	blackholed   bool
-	lastUp       time.Time // when a byte last went through to the target
 }
 
 // blackhole starts swallowing every byte, both ways, on open and new
@@ -49,13 +48,6 @@ func (p *apiProxy) isBlackholed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.blackholed
-}
-
-// lastForwarded is when a byte from the client last reached the target.
-func (p *apiProxy) lastForwarded() time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lastUp
 }
 
 // slow delays every chunk of response by d (0: no delay).
@@ -148,9 +140,6 @@ func (p *apiProxy) request(up, c net.Conn) {
 			if _, werr := up.Write(buf[:n]); werr != nil {
 				return
 			}
-			p.mu.Lock()
-			p.lastUp = time.Now()
-			p.mu.Unlock()
 		}
 		if err != nil {
 			return

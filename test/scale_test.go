@@ -148,6 +148,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl)
 		measureQuiet(b, cfg, ctrl, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
+		measurePlaneIdle(b, cfg, ctrl, &p)
 		b.Logf("%d repositories: %+v", n, p)
 		points = append(points, p)
 	}
@@ -267,38 +268,45 @@ func settledMemory(b *testing.B, ctrl *proc) (rss, heap float64) {
 // etcd, and the API server's requests by verb, over cfg.quiet.
 func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point) {
 	pids := controlPlanePIDs(b)
-	planeCPU := func() float64 {
-		sum := 0.0
-		for _, pid := range pids {
-			sum += cpuSeconds(b, pid)
-		}
-		return sum
-	}
-	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU()
+	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	reqBefore := apiRequestsByVerb(b)
 	time.Sleep(cfg.quiet) // the measurement window itself
 	secs := cfg.quiet.Seconds()
 	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
-	p.ControlPlaneCPUPercent = 100 * (planeCPU() - planeBefore) / secs
-	if cfg.idle > 0 {
-		// The control plane's own cost with these objects: the controller
-		// paused (SIGSTOP), so that it sends nothing.
-		if err := ctrl.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			b.Fatal(err)
-		}
-		idleBefore := planeCPU()
-		time.Sleep(cfg.idle) // the measurement window itself
-		p.ControlPlaneIdleCPUPercent = 100 * (planeCPU() - idleBefore) / cfg.idle.Seconds()
-		if err := ctrl.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			b.Fatal(err)
-		}
-	}
+	p.ControlPlaneCPUPercent = 100 * (planeCPU(b, pids) - planeBefore) / secs
 	p.RequestsPerMinute = map[string]float64{}
 	for verb, n := range apiRequestsByVerb(b) {
 		if d := n - reqBefore[verb]; d > 0 {
 			p.RequestsPerMinute[verb] = d / cfg.quiet.Minutes()
 		}
 	}
+}
+
+// planeCPU is the CPU seconds kube-apiserver and etcd have used.
+func planeCPU(b *testing.B, pids []int) float64 {
+	sum := 0.0
+	for _, pid := range pids {
+		sum += cpuSeconds(b, pid)
+	}
+	return sum
+}
+
+// measurePlaneIdle measures kube-apiserver + etcd with the controller
+// paused (SIGSTOP), so that it sends nothing: the control plane's own cost
+// with these objects stored. It runs last at a point, as the timers that
+// came due during the pause fire together afterwards.
+func measurePlaneIdle(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point) {
+	if cfg.idle <= 0 {
+		return
+	}
+	pids := controlPlanePIDs(b)
+	if err := ctrl.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = ctrl.cmd.Process.Signal(syscall.SIGCONT) }()
+	before := planeCPU(b, pids)
+	time.Sleep(cfg.idle) // the measurement window itself
+	p.ControlPlaneIdleCPUPercent = 100 * (planeCPU(b, pids) - before) / cfg.idle.Seconds()
 }
 
 // measurePushes times cfg.pushes webhook pushes to the hot repository, each

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"sync"
 
 	"go.uber.org/zap"
@@ -49,7 +48,8 @@ func (x *repoIndex) handler() cache.ResourceEventHandler {
 func (x *repoIndex) set(obj any) {
 	repo, ok := obj.(*v1alpha1.GitRepository) // slimRepository's
 	if !ok {
-		x.log.Warn("skip a GitRepository that does not convert for webhook matching", zap.String("type", fmt.Sprintf("%T", obj)))
+		name, _ := cache.MetaNamespaceKeyFunc(obj)
+		x.log.Warn("skip a GitRepository that does not convert, for webhook matching", zap.String("repository", name))
 		return
 	}
 	x.mu.Lock()
