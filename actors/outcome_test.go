@@ -20,13 +20,12 @@ func TestStalledSyncIsNotRetried(t *testing.T) {
 	s := start(t, Config{Syncer: rec, Backoff: Backoff{Base: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
 	waitStatus(t, s, "ns/a", "the startup sync stalled", func(st RepoStatus) bool { return st.Syncs == 1 })
-	deadline := time.Now().Add(300 * time.Millisecond) // 15 backoff periods
-	for time.Now().Before(deadline) {
+	testenv.Consistently(t, 300*time.Millisecond, 10*time.Millisecond, func() error { // 15 backoff periods
 		if n := len(rec.of("ns/a")); n != 1 {
-			t.Fatalf("%d syncs of a stalled repository, want 1 (no retry)", n)
+			return fmt.Errorf("%d syncs of a stalled repository, want 1 (no retry)", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := s.SyncNow(context.Background(), "ns/a"); !errors.Is(err, ErrStalled) || len(rec.of("ns/a")) != 2 {
 		t.Fatalf("a manual request must sync again: err %v, %d syncs", err, len(rec.of("ns/a")))
 	}

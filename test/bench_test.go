@@ -18,6 +18,7 @@ import (
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/gitserver"
+	"github.com/false-systems/alumiini/test/testenv"
 )
 
 // BenchmarkWebhookToApplied measures design.md §6's "webhook → objects
@@ -88,25 +89,23 @@ func waitAllSynced(b *testing.B, ns string, n int) {
 	// keeps the check's own cost small and its resolution a fraction of
 	// the sync; the deadline grows with n too.
 	every := max(20*time.Millisecond, time.Duration(n)*100*time.Microsecond)
-	deadline := time.Now().Add(max(10*time.Minute, time.Duration(n)*200*time.Millisecond))
-	for {
+	timeout := max(10*time.Minute, time.Duration(n)*200*time.Millisecond)
+	testenv.EventuallyEvery(b, timeout, every, func() error {
 		list, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
 		synced := 0
-		if err == nil {
-			for _, item := range list.Items {
-				if phase, _, _ := unstructured.NestedString(item.Object, "status", "phase"); phase == string(v1alpha1.PhaseSynced) {
-					synced++
-				}
+		for _, item := range list.Items {
+			if phase, _, _ := unstructured.NestedString(item.Object, "status", "phase"); phase == string(v1alpha1.PhaseSynced) {
+				synced++
 			}
 		}
-		if synced >= n {
-			return
+		if synced < n {
+			return fmt.Errorf("%d of %d GitRepositories synced", synced, n)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d GitRepositories synced by the deadline (list error: %v)", synced, n, err)
-		}
-		time.Sleep(every) // polling, bounded by the deadline
-	}
+		return nil
+	})
 }
 
 // processRSSKiB reads a process's resident set size from /proc.

@@ -519,27 +519,13 @@ func TestClusterAcceptance(t *testing.T) {
 // they would load the two cores the controllers run on.
 func poll(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.EventuallyEvery(t, timeout, 200*time.Millisecond, cond)
 }
 
 // consistently fails unless cond holds whenever it is polled for d.
 func consistently(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if err := cond(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.Consistently(t, d, 100*time.Millisecond, cond)
 }
 
 func countOn(owners map[string]*member, m *member) int {

@@ -124,21 +124,22 @@ func startControllerEnv(t testing.TB, environ []string, extra ...string) *proc {
 // lostPortRace waits until the controller's health server listens, and
 // reports a controller that exited first because an address was in use.
 func (p *proc) lostPortRace() bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	lost := false
+	_ = testenv.Poll(10*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case err := <-p.done:
 			p.done <- err // for stop and the cleanup
-			return strings.Contains(p.Logs(), "address already in use")
+			lost = strings.Contains(p.Logs(), "address already in use")
+			return nil
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", p.health, 100*time.Millisecond); err == nil {
+		c, err := net.DialTimeout("tcp", p.health, 100*time.Millisecond)
+		if err == nil {
 			_ = c.Close()
-			return false
 		}
-		time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
-	}
-	return false
+		return err
+	})
+	return lost
 }
 
 // launchController starts one controller process (startControllerEnv).

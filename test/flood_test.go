@@ -133,12 +133,7 @@ func signedPushApplied(t *testing.T, ctrl *proc, repoURL, commit, ns, value stri
 // holdsFor checks cond every 100 ms for window and fails at its first error.
 func holdsFor(t *testing.T, window time.Duration, cond func() error) {
 	t.Helper()
-	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if err := cond(); err != nil {
-			t.Error(err)
-			return
-		}
-	}
+	testenv.Consistently(t, window, 100*time.Millisecond, cond)
 }
 
 // waitWebhookSyncs waits until exactly n webhook-triggered syncs are counted

@@ -156,7 +156,7 @@ func (p *apiProxy) respond(c, up net.Conn) {
 		n, err := up.Read(buf)
 		if n > 0 && !p.isBlackholed() {
 			delay, dropAfter := p.faults()
-			time.Sleep(delay)
+			testenv.Hold(delay) // the fault injected
 			if dropAfter > 0 && sent+n > dropAfter {
 				_, _ = c.Write(buf[:dropAfter-min(sent, dropAfter)]) // part of it, then the cut
 				return

@@ -132,11 +132,7 @@ func restartAPIServer(t *testing.T, cp *testenv.Env, port string) {
 		}
 		return fmt.Errorf("kube-apiserver %d still runs", pid)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for stopped() != nil && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond) // polling, bounded by the deadline
-	}
-	if stopped() != nil {
+	if testenv.Poll(5*time.Second, 50*time.Millisecond, stopped) != nil {
 		t.Logf("kube-apiserver did not stop within 5 s of SIGTERM: killing it")
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		testenv.Eventually(t, time.Minute, stopped)

@@ -23,6 +23,7 @@ import (
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/benchchart"
 	"github.com/false-systems/alumiini/test/gitserver"
+	"github.com/false-systems/alumiini/test/testenv"
 )
 
 // scaleConfig says how far BenchmarkScale goes; every field has an
@@ -251,7 +252,7 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 // interval): the benchmark measures steady state, not the quiet minutes
 // before the checks start. This is a measurement window, not
 // synchronisation.
-func steady(cfg scaleConfig) { time.Sleep(cfg.steady) }
+func steady(cfg scaleConfig) { testenv.Hold(cfg.steady) }
 
 // settledMemory forces two GC cycles through the controller's pprof
 // endpoint (heap?gc=1) and returns its RSS and Go heap in use, in KiB.
@@ -270,7 +271,7 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 	pids := controlPlanePIDs(b)
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	reqBefore := apiRequestsByVerb(b)
-	time.Sleep(cfg.quiet) // the measurement window itself
+	testenv.Hold(cfg.quiet) // the measurement window itself
 	secs := cfg.quiet.Seconds()
 	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
 	p.ControlPlaneCPUPercent = 100 * (planeCPU(b, pids) - planeBefore) / secs
@@ -305,7 +306,7 @@ func measurePlaneIdle(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.P
 	}
 	defer func() { _ = ctrl.cmd.Process.Signal(syscall.SIGCONT) }()
 	before := planeCPU(b, pids)
-	time.Sleep(cfg.idle) // the measurement window itself
+	testenv.Hold(cfg.idle) // the measurement window itself
 	p.ControlPlaneIdleCPUPercent = 100 * (planeCPU(b, pids) - before) / cfg.idle.Seconds()
 }
 

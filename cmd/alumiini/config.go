@@ -60,6 +60,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var c config
 	fs := flag.NewFlagSet("alumiini", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	c.serverFlags(fs)
+	c.syncFlags(fs)
+	if err := fromEnv(fs, getenv); err != nil {
+		return c, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: alumiini takes flags only (see --help)", fs.Arg(0))
+	}
+	c.defaults(getenv)
+	return c, c.validate()
+}
+
+// serverFlags are the flags of the process: its API access, servers,
+// events and modes of running.
+func (c *config) serverFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&c.WatchNamespace, "watch-namespace", "", "only watch GitRepositories in this namespace (default: all)")
 	fs.StringVar(&c.WebhookAddr, "webhook-addr", ":8080", "address of the webhook HTTP server")
@@ -73,6 +91,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.ClusterName, "cluster-name", "alumiini", "cluster mode: replicas with the same name form one cluster (the label of their member Leases)")
 	fs.StringVar(&c.ClusterAddr, "cluster-addr", ":4020", "cluster mode: listen address for member traffic; with no host, $POD_IP is what the others dial")
 	fs.DurationVar(&c.ClusterTimeout, "cluster-member-timeout", 15*time.Second, "cluster mode: a member whose Lease is not renewed for this long is dropped and its repositories move")
+}
+
+// syncFlags are the flags of leadership, shutdown, syncs and logs.
+func (c *config) syncFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace, else alumiini-system)")
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over a Lease that is not renewed")
 	fs.DurationVar(&c.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up leadership")
@@ -89,7 +111,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: console or json (default: json in-cluster, console otherwise)")
 	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on the metrics address (for benchmarks and diagnosis)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+}
 
+// fromEnv sets every flag whose ALUMIINI_* variable is set; the command
+// line, parsed afterwards, wins.
+func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		v := getenv(envName(f.Name))
@@ -100,15 +126,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
 		}
 	})
-	if envErr != nil {
-		return c, envErr
-	}
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: alumiini takes flags only (see --help)", fs.Arg(0))
-	}
+	return envErr
+}
+
+// defaults fills the values whose default depends on where it runs.
+func (c *config) defaults(getenv func(string) string) {
 	if c.LogFormat == "" {
 		c.LogFormat = "console"
 		if getenv("KUBERNETES_SERVICE_HOST") != "" {
@@ -121,7 +143,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			c.LeaseNamespace = "alumiini-system"
 		}
 	}
-	return c, c.validate()
 }
 
 // validate checks values the flag package cannot, naming the flag at fault.

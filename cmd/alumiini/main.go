@@ -282,25 +282,11 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 // syncs and its webhooks go straight to the repository actors. It returns
 // once the actors have stopped, or the grace period ran out.
 func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIndexInformer) error {
-	var tenancy []k8s.ApplierOption
-	if sa := ctrl.cfg.DefaultSA; sa != "" {
-		tenancy = append(tenancy, k8s.WithDefaultServiceAccount(sa))
-	}
-	applier, err := k8s.NewApplier(ctrl.rest, tenancy...)
+	p, fetcher, stopRecorder, err := ctrl.newPipeline(fence)
 	if err != nil {
-		return fmt.Errorf("build the applier: %w", err)
+		return err
 	}
-	recorder, stopRecorder := newRecorder(ctrl.kube)
 	defer stopRecorder()
-	fetcher := gitsrc.NewFetcher(ctrl.cfg.CacheDir)
-	p := &pipeline.Pipeline{
-		Source: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
-		// Git credentials are kept longer so that quiet polls make no API
-		// request; a failed fetch drops them at once (a rotated Secret).
-		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
-		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
-		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
-	}
 	var hashes *alucache.Client
 	sys := actors.NewSystem(actors.Config{
 		Syncer:             p,
@@ -342,6 +328,30 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 	// Hand webhooks back to whoever holds the Lease before the actors stop.
 	ctrl.sink.set(handoffSink{dyn: ctrl.dyn})
 	return nil
+}
+
+// newPipeline builds the sync pipeline of one term of leading, and its git
+// fetcher; stop ends its Event recorder.
+func (ctrl *controller) newPipeline(fence context.Context) (p *pipeline.Pipeline, fetcher *gitsrc.Fetcher, stop func(), err error) {
+	var tenancy []k8s.ApplierOption
+	if sa := ctrl.cfg.DefaultSA; sa != "" {
+		tenancy = append(tenancy, k8s.WithDefaultServiceAccount(sa))
+	}
+	applier, err := k8s.NewApplier(ctrl.rest, tenancy...)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("build the applier: %w", err)
+	}
+	recorder, stop := newRecorder(ctrl.kube)
+	fetcher = gitsrc.NewFetcher(ctrl.cfg.CacheDir)
+	p = &pipeline.Pipeline{
+		Source: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),
+		// Git credentials are kept longer so that quiet polls make no API
+		// request; a failed fetch drops them at once (a rotated Secret).
+		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
+		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
+		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
+	}
+	return p, fetcher, stop, nil
 }
 
 // forget evicts a removed repository's cache entry and deletes its

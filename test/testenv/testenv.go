@@ -161,18 +161,61 @@ func sanitize(s string) string {
 // tests here wait: never a bare sleep.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	EventuallyEvery(t, timeout, 20*time.Millisecond, cond)
+}
+
+// EventuallyEvery is Eventually polling every period, for conditions
+// costly enough to load what the test measures.
+func EventuallyEvery(t testing.TB, timeout, period time.Duration, cond func() error) {
+	t.Helper()
+	if err := Poll(timeout, period, cond); err != nil {
+		t.Fatalf("condition not met within %v: %v", timeout, err)
+	}
+}
+
+// Poll calls cond every period until it returns nil, and returns nil; or
+// until timeout passed, and returns cond's last error.
+func Poll(timeout, period time.Duration, cond func() error) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
+		select {
+		case <-deadline.C:
+			return err
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Consistently checks cond every period for window, and fails the test at
+// its first error: asserting that something does not happen over a time.
+func Consistently(t testing.TB, window, period time.Duration, cond func() error) {
+	t.Helper()
+	end := time.NewTimer(window)
+	defer end.Stop()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		if err := cond(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-end.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Hold waits d: a measurement window, or a fault a test injects on
+// purpose, never a wait for something to happen.
+func Hold(d time.Duration) { <-time.After(d) }
 
 // ServiceAccountKubeConfig returns a kubeconfig that authenticates as
 // ServiceAccount namespace/name with a token from the TokenRequest API,
