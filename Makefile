@@ -95,13 +95,15 @@ fuzz:
 
 # bench: the targets of design.md §6. Latency benchmarks run five times
 # (compare medians); the scale harness (test/scale_test.go) once, up to
-# BENCH_SCALE repositories, writing results.json and charts to BENCH_OUT.
+# BENCH_SCALE repositories, writing results.json and charts to BENCH_OUT;
+# cluster mode's first sync of 3,000 × 20 with one and three members
+# (test/clusterbench_test.go) once.
 BENCH_SCALE ?= 1000
 BENCH_OUT ?= $(CURDIR)/docs/bench
 bench: controlplane
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -run '^$$' -bench 'GitHubPush|WebhookToApplied|QuietPoll' -benchmem -count=5 ./webhook/ ./gitsrc/ ./test/
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" BENCH_SCALE=$(BENCH_SCALE) ALUMIINI_BENCH_OUT=$(BENCH_OUT) \
-		go test -run '^$$' -bench Scale -benchtime 1x -timeout 3h ./test/
+		go test -run '^$$' -bench 'Scale|ClusterFirstSync' -benchtime 1x -timeout 3h ./test/
 
 generate:
 	$(CONTROLLER_GEN) object:headerFile=crd/boilerplate.go.txt \

@@ -56,7 +56,7 @@ type member struct {
 
 // startMember starts a controller as cluster member name, listening for
 // member traffic on addr.
-func startMember(t *testing.T, ns, name, addr string, extra ...string) *member {
+func startMember(t testing.TB, ns, name, addr string, extra ...string) *member {
 	t.Helper()
 	flags := append([]string{"--cluster", "--cluster-addr", addr, "--cluster-member-timeout", clusterTimeout.String(),
 		"--lease-namespace", ns, "--watch-namespace", ns, "--webhook-secret-file", secretFile(t)}, extra...)
@@ -67,7 +67,7 @@ func startMember(t *testing.T, ns, name, addr string, extra ...string) *member {
 // port, distinct hosts (127.0.0.2, .3, … are all loopback on Linux). The
 // engine's placement hashes the address, and members that differ only in a
 // random port get a skewed share (docs/cluster.md, "Spread").
-func memberAddrs(t *testing.T, n int) []string {
+func memberAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	for range 20 {
 		first, err := net.Listen("tcp", "127.0.0.2:0")

@@ -39,6 +39,7 @@ type scaleConfig struct {
 	pushes    int           // webhook pushes timed at each point
 	workers   int           // concurrency of creates, of the controller's syncs and of the baseline
 	out       string        // where results.json (and charts) are written; "" skips
+	profile   string        // where CPU profiles of the quiet and paused windows are written; "" skips
 }
 
 // scaleConfigFromEnv reads BENCH_SCALE (largest N, default 1000) and the
@@ -86,6 +87,7 @@ func scaleConfigFromEnv() scaleConfig {
 		c.steady = d
 	}
 	c.out = os.Getenv("ALUMIINI_BENCH_OUT")
+	c.profile = os.Getenv("ALUMIINI_BENCH_PROFILE")
 	return c
 }
 
@@ -139,7 +141,9 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	created := 0
 	for _, n := range cfg.points {
 		p := benchchart.Point{Repos: n}
-		p.FirstSyncSeconds = createIdleRepos(b, cfg, ns, idle.URL(), created, n)
+		start := createIdleRepos(b, cfg, ns, idle.URL(), created, n)
+		waitAllSynced(b, ns, n+1) // +1: the hot repository
+		p.FirstSyncSeconds = time.Since(start).Seconds()
 		p.BaselineSeconds = directApplies(b, cfg, ns, created, n)
 		if p.BaselineSeconds > 0 {
 			p.FirstSyncRatio = p.FirstSyncSeconds / p.BaselineSeconds
@@ -213,9 +217,9 @@ func createNamespaces(b *testing.B, workers int, prefix string, from, to int) {
 }
 
 // createIdleRepos adds GitRepositories from..to-1, each applying the idle
-// repository into a namespace of its own, and returns the seconds from the
-// last create until all of them are Synced.
-func createIdleRepos(b *testing.B, cfg scaleConfig, ns, url string, from, to int) float64 {
+// repository into a namespace of its own, and returns when the last create
+// was answered: a first sync is timed from there.
+func createIdleRepos(b *testing.B, cfg scaleConfig, ns, url string, from, to int) time.Time {
 	createNamespaces(b, cfg.workers, ns, from, to)
 	parallel(b, cfg.workers, from, to, func(i int) error {
 		_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Create(context.Background(),
@@ -223,9 +227,7 @@ func createIdleRepos(b *testing.B, cfg scaleConfig, ns, url string, from, to int
 				"reconcileInterval": cfg.reconcile, "targetNamespace": fmt.Sprintf("%s-%05d", ns, i)}), metav1.CreateOptions{})
 		return err
 	})
-	start := time.Now()
-	waitAllSynced(b, ns, to+1) // +1: the hot repository
-	return time.Since(start).Seconds()
+	return time.Now()
 }
 
 // directApplies is the first-sync baseline: the same server-side applies
@@ -244,7 +246,15 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 			[]byte(body), metav1.PatchOptions{FieldManager: "bench", Force: ptr.To(true)})
 		return err
 	})
-	return time.Since(start).Seconds()
+	secs := time.Since(start).Seconds()
+	// The baseline's objects are the harness's, not the workload's: left
+	// stored, they would double what the control plane keeps (and checks
+	// against its watch cache) in every later window.
+	parallel(b, cfg.workers, from, to, func(i int) error {
+		return env.Kube.CoreV1().ConfigMaps(fmt.Sprintf("%s-%05d", prefix, i)).DeleteCollection(context.Background(),
+			metav1.DeleteOptions{}, metav1.ListOptions{})
+	})
+	return secs
 }
 
 // steady waits cfg.steady, by default one reconcileInterval, so that every
@@ -270,11 +280,15 @@ func settledMemory(b *testing.B, ctrl *proc) (rss, heap float64) {
 func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point) {
 	pids := controlPlanePIDs(b)
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
+	etcdBefore := cpuSeconds(b, pids["etcd"])
 	reqBefore := apiRequestsByVerb(b)
+	stop := cpuProfiles(b, cfg.profile, fmt.Sprintf("quiet-%d", p.Repos), ctrl)
 	testenv.Hold(cfg.quiet) // the measurement window itself
+	stop()
 	secs := cfg.quiet.Seconds()
 	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
 	p.ControlPlaneCPUPercent = 100 * (planeCPU(b, pids) - planeBefore) / secs
+	p.EtcdCPUPercent = 100 * (cpuSeconds(b, pids["etcd"]) - etcdBefore) / secs
 	p.RequestsPerMinute = map[string]float64{}
 	for verb, n := range apiRequestsByVerb(b) {
 		if d := n - reqBefore[verb]; d > 0 {
@@ -284,7 +298,7 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 }
 
 // planeCPU is the CPU seconds kube-apiserver and etcd have used.
-func planeCPU(b *testing.B, pids []int) float64 {
+func planeCPU(b *testing.B, pids map[string]int) float64 {
 	sum := 0.0
 	for _, pid := range pids {
 		sum += cpuSeconds(b, pid)
@@ -306,7 +320,9 @@ func measurePlaneIdle(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.P
 	}
 	defer func() { _ = ctrl.cmd.Process.Signal(syscall.SIGCONT) }()
 	before := planeCPU(b, pids)
+	stop := cpuProfiles(b, cfg.profile, fmt.Sprintf("paused-%d", p.Repos), nil)
 	testenv.Hold(cfg.idle) // the measurement window itself
+	stop()
 	p.ControlPlaneIdleCPUPercent = 100 * (planeCPU(b, pids) - before) / cfg.idle.Seconds()
 }
 
@@ -348,12 +364,12 @@ func quantileMs(ds []time.Duration, q float64) float64 {
 
 // controlPlanePIDs finds the kube-apiserver and etcd that this test process
 // started (its direct children), not those of other test processes.
-func controlPlanePIDs(b *testing.B) []int {
+func controlPlanePIDs(b *testing.B) map[string]int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		b.Fatal(err)
 	}
-	var pids []int
+	pids := map[string]int{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -365,7 +381,7 @@ func controlPlanePIDs(b *testing.B) []int {
 		}
 		name, fields := procStat(string(stat))
 		if (name == "kube-apiserver" || name == "etcd") && len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
-			pids = append(pids, pid)
+			pids[name] = pid
 		}
 	}
 	if len(pids) != 2 {

@@ -23,6 +23,7 @@ type Point struct {
 	FirstSyncRatio         float64
 	ControllerCPUPercent   float64 // of one core, over the quiet window
 	ControlPlaneCPUPercent float64 // kube-apiserver + etcd, of one core
+	EtcdCPUPercent         float64 // etcd's part of ControlPlaneCPUPercent
 	// ControlPlaneIdleCPUPercent is kube-apiserver + etcd with the same
 	// objects stored and the controller paused: the control plane's own
 	// cost, which ALUMIINI does not add to.
