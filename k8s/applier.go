@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,9 @@ var errDuplicate = errors.New("defined more than once in the manifests; keep one
 
 // Owner names the GitRepository that applies the objects.
 type Owner struct{ Namespace, Name string }
+
+// key is the owner's namespace/name, as its labels on applied objects say.
+func (o Owner) key() string { return o.Namespace + "/" + o.Name }
 
 // Options are everything one sync knows about its GitRepository.
 type Options struct {
@@ -105,6 +109,7 @@ type Applier struct {
 
 	tenants               *tenantClients
 	defaultServiceAccount string
+	moves                 *MoveWatch // nil: every drift check lists
 }
 
 // ApplierOption configures NewApplier.
@@ -115,6 +120,21 @@ type ApplierOption func(*Applier)
 // (lockdown mode, --default-service-account). docs/tenancy.md.
 func WithDefaultServiceAccount(name string) ApplierOption {
 	return func(a *Applier) { a.defaultServiceAccount = name }
+}
+
+// WithMoveWatch lets drift checks skip their list when a metadata watch
+// of the applied objects saw nothing move (MoveWatch). Its watches run, as
+// the controller itself, until ctx is done; log says when one is down.
+func WithMoveWatch(ctx context.Context, log *zap.Logger) ApplierOption {
+	return func(a *Applier) { a.moves = newMoveWatch(ctx, a.meta, log) }
+}
+
+// Forget drops what the Applier keeps about a removed repository
+// (namespace/name).
+func (a *Applier) Forget(key string) {
+	if a.moves != nil {
+		a.moves.Forget(key)
+	}
 }
 
 // NewApplier returns an Applier for the cluster of cfg. A client-side rate

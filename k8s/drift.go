@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -208,29 +209,54 @@ func (r *run) inspect(ctx context.Context, obj *unstructured.Unstructured, onlyI
 
 // Moved reports whether any object of refs is gone or at another
 // resourceVersion than versions records (ALUMIINI's own last write or
-// check). It reads one list per kind and namespace and no manifest: a
-// drift check of a repository nobody touched needs nothing more. An object
-// without a recorded version counts as moved.
+// check). With a MoveWatch that saw none of the repository's objects move
+// since its last check it sends no request; otherwise it reads one
+// metadata list per kind and namespace, and no manifest. An object without
+// a recorded version counts as moved.
 func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions map[string]string, opts Options) (bool, error) {
 	a, err := a.as(opts)
 	if err != nil {
 		return true, err
 	}
-	listed := map[string]map[string]string{}
-	for _, ref := range refs {
-		want, ok := versions[ObjectKey(ref)]
-		if !ok {
+	mappings := make([]*meta.RESTMapping, len(refs))
+	var resources []schema.GroupVersionResource
+	for i, ref := range refs {
+		if _, ok := versions[ObjectKey(ref)]; !ok {
 			return true, nil
 		}
-		m, err := a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version)
-		if err != nil {
+		if mappings[i], err = a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version); err != nil {
 			return true, err
 		}
+		if !slices.Contains(resources, mappings[i].Resource) {
+			resources = append(resources, mappings[i].Resource)
+		}
+	}
+	key := opts.Owner.key()
+	if a.moves != nil && a.moves.Quiet(key, resources) {
+		return false, nil
+	}
+	var mark Mark
+	if a.moves != nil {
+		mark = a.moves.Mark(key) // before the lists: see MoveWatch
+	}
+	moved, err := a.movedListed(ctx, refs, mappings, versions, opts.Owner)
+	if err == nil && !moved && a.moves != nil {
+		a.moves.Settle(key, mark)
+	}
+	return moved, err
+}
+
+// movedListed compares versions with one metadata list per resource and
+// namespace of the objects owner's labels mark.
+func (a *Applier) movedListed(ctx context.Context, refs []v1alpha1.ObjectRef, mappings []*meta.RESTMapping, versions map[string]string, owner Owner) (bool, error) {
+	listed := map[string]map[string]string{}
+	for i, ref := range refs {
+		m := mappings[i]
 		group := m.Resource.String() + "|" + ref.Namespace
 		owned, ok := listed[group]
 		if !ok {
 			owned = map[string]string{}
-			err := a.listMetadata(ctx, m, ref.Namespace, ownerSelector(opts.Owner), func(o *metav1.PartialObjectMetadata) {
+			err := a.listMetadata(ctx, m, ref.Namespace, ownerSelector(owner), func(o *metav1.PartialObjectMetadata) {
 				owned[o.Name] = o.ResourceVersion
 			})
 			if err != nil {
@@ -238,7 +264,7 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 			}
 			listed[group] = owned
 		}
-		if v, ok := owned[ref.Name]; !ok || v != want {
+		if v, ok := owned[ref.Name]; !ok || v != versions[ObjectKey(ref)] {
 			return true, nil
 		}
 	}

@@ -36,6 +36,7 @@ type Applier interface {
 	Drift(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options, mode v1alpha1.DriftMode) (k8s.DriftResult, error)
 	WaitHealthy(ctx context.Context, refs []v1alpha1.ObjectRef, opts k8s.Options, waiting func([]k8s.Unhealthy)) ([]k8s.Unhealthy, error)
 	Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions map[string]string, opts k8s.Options) (bool, error)
+	Forget(key string) // a removed repository's
 }
 
 // StatusWriter reads a GitRepository and writes its status

@@ -69,6 +69,8 @@ func (f *fakeApplier) WaitHealthy(_ context.Context, _ []v1alpha1.ObjectRef, _ k
 	return f.unhealthy, nil
 }
 
+func (f *fakeApplier) Forget(string) {}
+
 func (f *fakeApplier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
 	f.applies++
 	f.ctx = ctx

@@ -293,7 +293,7 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		Logger:             ctrl.log,
 		Hooks:              metricsHooks{m: ctrl.metrics, view: ctrl.view},
 		MaxConcurrentSyncs: ctrl.cfg.MaxConcurrentSyncs,
-		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key) },
+		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key); p.Applier.Forget(key) },
 		Owns:               ctrl.owns(),
 	})
 	hashes = alucache.Start(sys.Root(), 5*time.Second)
@@ -333,15 +333,20 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 // newPipeline builds the sync pipeline of one term of leading, and its git
 // fetcher; stop ends its Event recorder.
 func (ctrl *controller) newPipeline(fence context.Context) (p *pipeline.Pipeline, fetcher *gitsrc.Fetcher, stop func(), err error) {
-	var tenancy []k8s.ApplierOption
+	// The watches that spare quiet drift checks their lists end with this
+	// term of leading.
+	watches, stopWatches := context.WithCancel(fence)
+	options := []k8s.ApplierOption{k8s.WithMoveWatch(watches, ctrl.log)}
 	if sa := ctrl.cfg.DefaultSA; sa != "" {
-		tenancy = append(tenancy, k8s.WithDefaultServiceAccount(sa))
+		options = append(options, k8s.WithDefaultServiceAccount(sa))
 	}
-	applier, err := k8s.NewApplier(ctrl.rest, tenancy...)
+	applier, err := k8s.NewApplier(ctrl.rest, options...)
 	if err != nil {
+		stopWatches()
 		return nil, nil, nil, fmt.Errorf("build the applier: %w", err)
 	}
-	recorder, stop := newRecorder(ctrl.kube)
+	recorder, stopRecorder := newRecorder(ctrl.kube)
+	stop = func() { stopRecorder(); stopWatches() }
 	fetcher = gitsrc.NewFetcher(ctrl.cfg.CacheDir)
 	p = &pipeline.Pipeline{
 		Source: fetcher, Applier: applier, Status: k8s.NewStatusWriter(ctrl.dyn),

@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -322,5 +323,105 @@ func TestDriftChecksOnlyWhatMoved(t *testing.T) {
 	opts.Versions = got.Versions
 	if got, err = a.Drift(ctx(t), objs, opts, v1alpha1.DriftDetect); err != nil || got.DryRuns != 0 || len(got.Drifted)+len(got.Missing) > 0 {
 		t.Fatalf("after Correct: %+v, %v; want in sync with no dry run", got, err)
+	}
+}
+
+// TestQuietDriftChecksSendNoRequest: with the MoveWatch, once a check has
+// listed the objects in place, the next checks of the untouched repository
+// send no request at all; an edit, a delete or a removed label by another
+// writer still sends the check back to its list, which finds the move.
+func TestQuietDriftChecksSendNoRequest(t *testing.T) {
+	ns := env.Namespace(t)
+	files := map[string]string{}
+	for i := range 4 {
+		files[fmt.Sprintf("cm-%d.yaml", i)] = configMap(fmt.Sprintf("cm-%d", i), "git")
+	}
+	watches, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	a, count := countingApplier(t, k8s.WithMoveWatch(watches, nil))
+	opts := k8s.Options{Owner: k8s.Owner{Namespace: ns, Name: "r"}, Prune: true}
+	res, err := a.Apply(ctx(t), load(t, files), opts)
+	if err != nil || len(res.Failed) > 0 {
+		t.Fatalf("apply: %v %v", err, res.Failed)
+	}
+	moved := func() bool {
+		t.Helper()
+		m, err := a.Moved(ctx(t), res.Inventory, res.Versions, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	requests := func() int { return count("GET", "") }
+
+	// The first checks list while the watch starts; then they go quiet.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		before := requests()
+		if moved() {
+			t.Fatal("Moved = true for untouched objects")
+		}
+		if n := requests() - before; n != 0 {
+			return fmt.Errorf("an untouched check sent %d requests", n)
+		}
+		return nil
+	})
+	for range 3 {
+		before := requests()
+		if moved() || requests() != before {
+			t.Fatalf("a quiet check moved or sent %d requests", requests()-before)
+		}
+	}
+
+	cms := env.Kube.CoreV1().ConfigMaps(ns)
+	changes := []struct {
+		what   string
+		change func(t *testing.T)
+	}{
+		{"an edit", func(t *testing.T) {
+			cm, _ := getCM(t, ns, "cm-1")
+			cm.Data["key"] = "hand-edited"
+			if _, err := cms.Update(ctx(t), cm, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"removed labels", func(t *testing.T) {
+			cm, _ := getCM(t, ns, "cm-2")
+			cm.Labels = nil
+			if _, err := cms.Update(ctx(t), cm, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a delete", func(t *testing.T) {
+			if err := cms.Delete(ctx(t), "cm-3", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, c := range changes {
+		// Back in place and quiet first: the check lists until it settles.
+		res, err = a.Apply(ctx(t), load(t, files), opts)
+		if err != nil || len(res.Failed) > 0 {
+			t.Fatalf("re-apply before %s: %v %v", c.what, err, res.Failed)
+		}
+		testenv.Eventually(t, 30*time.Second, func() error {
+			before := requests()
+			if moved() || requests() != before {
+				return fmt.Errorf("not quiet yet before %s", c.what)
+			}
+			return nil
+		})
+		c.change(t)
+		// The event may still be in flight for a moment; the check must
+		// find the move within that, by a list.
+		before := requests()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if !moved() {
+				return fmt.Errorf("Moved = false after %s", c.what)
+			}
+			return nil
+		})
+		if requests() == before {
+			t.Fatalf("Moved found %s without a list", c.what)
+		}
 	}
 }

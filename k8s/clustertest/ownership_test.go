@@ -92,7 +92,7 @@ func TestObjectsOfADeletedRepositoryCanBeTakenOver(t *testing.T) {
 
 // countingApplier is an Applier whose requests are counted by method and
 // path, to show what a run sends.
-func countingApplier(t *testing.T) (*k8s.Applier, func(method, pathPart string) int) {
+func countingApplier(t *testing.T, options ...k8s.ApplierOption) (*k8s.Applier, func(method, pathPart string) int) {
 	t.Helper()
 	var mu sync.Mutex
 	var seen []string
@@ -105,7 +105,7 @@ func countingApplier(t *testing.T) (*k8s.Applier, func(method, pathPart string) 
 			return rt.RoundTrip(req)
 		})
 	})
-	a, err := k8s.NewApplier(cfg)
+	a, err := k8s.NewApplier(cfg, options...)
 	if err != nil {
 		t.Fatal(err)
 	}
