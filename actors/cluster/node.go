@@ -197,7 +197,8 @@ func (n *Node) Lost() <-chan struct{} { return n.provider.Lost() }
 // Request delivers req to the owner of repository key through the engine
 // (placement, activation and gRPC) and returns the owner Handler's reply.
 // An error of that Handler comes back with its message, and wraps
-// actors.ErrNotFound when it did.
+// actors.ErrNotFound when it did. Request returns when ctx is done, even
+// if the engine is still waiting.
 func (n *Node) Request(ctx context.Context, key string, req *structpb.Struct) (*structpb.Struct, error) {
 	timeout := 5 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -206,7 +207,26 @@ func (n *Node) Request(ctx context.Context, key string, req *structpb.Struct) (*
 	if timeout <= 0 {
 		return nil, fmt.Errorf("cluster: request for %s: %w", key, context.DeadlineExceeded)
 	}
-	res, err := n.Cluster.Request(key, RepositoryKind, req, cluster.WithTimeout(timeout))
+	// The engine's timeout does not bound its identity lookup: when this
+	// member has no cached address for the virtual actor (as after the
+	// owner's connection failed), the lookup waits up to 5s of its own.
+	type result struct {
+		res any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := n.Cluster.Request(key, RepositoryKind, req, cluster.WithTimeout(timeout))
+		done <- result{res, err}
+	}()
+	var res any
+	var err error
+	select {
+	case r := <-done:
+		res, err = r.res, r.err
+	case <-ctx.Done():
+		err = fmt.Errorf("no answer: %w", ctx.Err())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: request for %s to its owner %s: %w", key, n.ownerName(key), err)
 	}

@@ -108,11 +108,14 @@ func metricsHandler(reg *prometheus.Registry, view *actorView, profiling bool) h
 type actorView struct {
 	mu       sync.RWMutex
 	sys      *actors.System
-	node     *alucluster.Node // cluster mode: this member
+	cluster  bool             // --cluster: no leader, every member runs its share
+	node     *alucluster.Node // cluster mode, once this member has joined
 	restarts map[string]int   // per live repository actor: forgotten when it stops for good
 }
 
-func newActorView() *actorView { return &actorView{restarts: map[string]int{}} }
+func newActorView(cluster bool) *actorView {
+	return &actorView{cluster: cluster, restarts: map[string]int{}}
+}
 
 func (v *actorView) set(sys *actors.System) {
 	v.mu.Lock()
@@ -165,13 +168,10 @@ func (v *actorView) view(ctx context.Context, key string) (view.Repository, erro
 // owner answers for the others (alucluster.NewHandler).
 func (v *actorView) local(ctx context.Context, key string) (view.Repository, error) {
 	v.mu.RLock()
-	sys, node, restarts := v.sys, v.node, v.restarts[key]
+	sys, restarts := v.sys, v.restarts[key]
 	v.mu.RUnlock()
 	if sys == nil {
-		if node != nil {
-			return view.Repository{}, errNoActors
-		}
-		return view.Repository{}, errNotLeading
+		return view.Repository{}, v.noActors()
 	}
 	st, err := sys.Status(ctx, key)
 	if err != nil {
@@ -185,18 +185,22 @@ var (
 	errNoActors   = errors.New("this cluster member runs no actors yet: starting, or leaving the cluster")
 )
 
+// noActors is the error while this replica runs no actor system.
+func (v *actorView) noActors() error {
+	if v.cluster {
+		return errNoActors
+	}
+	return errNotLeading
+}
+
 // list shows this replica's own actors: in cluster mode, the repositories
 // this member owns (docs/cluster.md).
 func (v *actorView) list(w http.ResponseWriter, r *http.Request) {
 	v.mu.RLock()
-	sys, node := v.sys, v.node
+	sys := v.sys
 	v.mu.RUnlock()
 	if sys == nil {
-		err := errNotLeading
-		if node != nil {
-			err = errNoActors
-		}
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, v.noActors().Error(), http.StatusServiceUnavailable)
 		return
 	}
 	out := []view.Repository{}
