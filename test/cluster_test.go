@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -97,15 +99,15 @@ func memberAddrs(t testing.TB, n int) []string {
 }
 
 // actorKeys lists the repositories a member runs actors for (its
-// /debug/repositories). A member that runs no actor system yet answers
-// 503: no actors.
+// /debug/repositories, which shows this member's actors only). A member
+// that runs no actor system yet answers 503: no actors.
 func (m *member) actorKeys() (map[string]bool, error) {
 	code, body, err := httpGet("http://" + m.metrics + "/debug/repositories")
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.name, err)
 	}
 	out := map[string]bool{}
-	if code == http.StatusServiceUnavailable && strings.Contains(body, "does not lead") {
+	if code == http.StatusServiceUnavailable && strings.Contains(body, "runs no actors") {
 		return out, nil
 	}
 	if code != http.StatusOK {
@@ -512,6 +514,160 @@ func TestClusterAcceptance(t *testing.T) {
 	}
 	t.Logf("step 5: m1 fenced itself %s after the cut (its API connection back at once); the others took its first repository %s and all %d %s after the cut, and applied the push once each",
 		fenced.Sub(cut).Round(time.Millisecond), firstTaken.Sub(cut).Round(time.Millisecond), len(cutKeys), time.Since(cut).Round(time.Millisecond))
+}
+
+// TestClusterStatusThroughTheOwner: a question about one repository's
+// actor (what `kubectl alumiini status` asks) gets the owner's answer from
+// every member. On three controller processes, GET
+// /debug/repositories/{ns}/{name} on each member's metrics port answers
+// 200 with the owner's actor (the other members run none); a repository
+// that does not exist is 404 on every member; the plugin pointed at a
+// non-owner shows the owner's actor; and once the owner is killed (the
+// others list it until its Lease expires) a non-owner answers 503, naming
+// it.
+func TestClusterStatusThroughTheOwner(t *testing.T) {
+	ns := env.Namespace(t)
+	git := gitserver.New(t)
+	app := git.CreateRepo(t, "app")
+	commit := app.CommitStrings("first", map[string]string{"cm.yaml": configMapYAML("status", ns, "1")})
+	createRepo(t, ns, "app", map[string]any{"url": app.URL(), "interval": "1h", "reconcileInterval": "1h"})
+	var ms []*member
+	for i, addr := range memberAddrs(t, 3) {
+		ms = append(ms, startMember(t, ns, fmt.Sprintf("m%d", i), addr))
+	}
+	for _, m := range ms {
+		m.waitReady(t)
+	}
+	started := time.Now()
+	waitPhase(t, ns, "app", v1alpha1.PhaseSynced, commit, 2*time.Minute)
+	t.Logf("synced %s after the three members were ready", time.Since(started).Round(time.Millisecond))
+
+	// The owner's own answer: the entry of its list, which shows only the
+	// actors of the member asked.
+	key := ns + "/app"
+	var owner *member
+	var want view.Repository
+	poll(t, time.Minute, func() error {
+		got, err := actorOwners(ms)
+		if err != nil {
+			return err
+		}
+		if owner = got[key]; owner == nil {
+			return fmt.Errorf("no member runs %s", key)
+		}
+		var list []view.Repository
+		if err := getJSON(owner.metrics, "/debug/repositories", http.StatusOK, &list); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(list, func(r view.Repository) bool { return r.Namespace+"/"+r.Name == key })
+		if i < 0 {
+			return fmt.Errorf("%s no longer lists %s", owner.name, key)
+		}
+		want = list[i]
+		if want.State != "idle" || want.Syncs != 1 || want.LastTrigger != "startup" || want.NextPoll == nil {
+			return fmt.Errorf("the owner's actor: %+v, want idle after its startup sync", want)
+		}
+		return nil
+	})
+
+	var others []*member
+	for _, m := range ms {
+		if m != owner {
+			others = append(others, m)
+		}
+		var got view.Repository
+		if err := getJSON(m.metrics, "/debug/repositories/"+key, http.StatusOK, &got); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+		if !sameView(got, want) {
+			t.Fatalf("%s answered %+v for %s, want the owner %s's actor %+v", m.name, got, key, owner.name, want)
+		}
+		for _, missing := range []string{"missing-0", "missing-1", "missing-2"} {
+			if err := getJSON(m.metrics, "/debug/repositories/"+ns+"/"+missing, http.StatusNotFound, nil); err != nil {
+				t.Fatalf("%s: %v", m.name, err)
+			}
+		}
+	}
+	t.Logf("%s's actor (owner %s) answered by all three members; 404 for missing ones on all three", key, owner.name)
+
+	// The plugin, pointed at a non-owner.
+	p := plugin{t: t, kubeconfig: adminKubeconfig(t), ns: ns, extra: []string{"--controller-url", "http://" + others[0].metrics}}
+	var rep struct {
+		Actor            *view.Repository `json:"actor"`
+		ActorUnreachable string           `json:"actorUnreachable"`
+	}
+	p.json(&rep, "status", "app")
+	if rep.Actor == nil || !sameView(*rep.Actor, want) {
+		t.Fatalf("kubectl-alumiini status through %s: actor %+v (unreachable %q), want the owner's %+v", others[0].name, rep.Actor, rep.ActorUnreachable, want)
+	}
+	if text := p.want(0, "status", "app"); !strings.Contains(text, "Syncs:") || strings.Contains(text, "unreachable") {
+		t.Fatalf("kubectl-alumiini status through %s:\n%s", others[0].name, text)
+	}
+
+	// The owner killed: the others still list it (for D to D + 2R after its
+	// last renew, so at least 9s), cannot reach it, and say so with its
+	// address. Both are asked at once, well within that.
+	if err := owner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	answers := make([]string, len(others))
+	var wg sync.WaitGroup
+	for i, m := range others {
+		wg.Go(func() {
+			code, body, err := httpGetWithin(10*time.Second, "http://"+m.metrics+"/debug/repositories/"+key)
+			if err != nil {
+				t.Errorf("%s: %v", m.name, err)
+				return
+			}
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, owner.addr) {
+				t.Errorf("%s, the owner %s (%s) killed: %d %q, want 503 naming the owner", m.name, owner.name, owner.addr, code, body)
+			}
+			answers[i] = fmt.Sprintf("%s, %s after the kill: %d %s", m.name, time.Since(killed).Round(time.Millisecond), code, strings.TrimSpace(body))
+		})
+	}
+	wg.Wait()
+	t.Logf("owner killed:\n%s", strings.Join(answers, "\n"))
+}
+
+// getJSON GETs path from a metrics address, wants status code and decodes
+// the answer into v (when not nil).
+func getJSON(addr, path string, code int, v any) error {
+	got, body, err := httpGet("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	if got != code {
+		return fmt.Errorf("GET %s = %d %s, want %d", path, got, strings.TrimSpace(body), code)
+	}
+	if v == nil {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	return nil
+}
+
+// httpGetWithin is httpGet with a longer client timeout, for answers that
+// wait for an unreachable member.
+func httpGetWithin(timeout time.Duration, url string) (int, string, error) {
+	c := http.Client{Timeout: timeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// sameView compares two actor views by their JSON, as the endpoint and the
+// plugin show them (times rounded to the second, in UTC).
+func sameView(a, b view.Repository) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && string(ja) == string(jb)
 }
 
 // poll is testenv.Eventually at a slower pace, for conditions that read

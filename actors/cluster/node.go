@@ -14,6 +14,8 @@ import (
 	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/false-systems/alumiini/actors"
 )
 
 // RepositoryKind is the cluster kind of the per-repository virtual actor.
@@ -21,8 +23,12 @@ import (
 // on the member that rendezvous hashing picks, which is the owner.
 const RepositoryKind = "alumiini-repository"
 
-// errorField carries a Handler's error back to the caller in the reply.
-const errorField = "error"
+// errorField carries a Handler's error back to the caller in the reply;
+// notFoundField, set with it, says that error was actors.ErrNotFound.
+const (
+	errorField    = "error"
+	notFoundField = "notFound"
+)
 
 // Handler answers a request about one repository on the member that owns
 // it (for a webhook: hand the commit to the local repository actor). It
@@ -190,6 +196,9 @@ func (n *Node) Lost() <-chan struct{} { return n.provider.Lost() }
 
 // Request delivers req to the owner of repository key through the engine
 // (placement, activation and gRPC) and returns the owner Handler's reply.
+// An error of that Handler comes back with its message, and wraps
+// actors.ErrNotFound when it did. Request returns when ctx is done, even
+// if the engine is still waiting.
 func (n *Node) Request(ctx context.Context, key string, req *structpb.Struct) (*structpb.Struct, error) {
 	timeout := 5 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -198,19 +207,59 @@ func (n *Node) Request(ctx context.Context, key string, req *structpb.Struct) (*
 	if timeout <= 0 {
 		return nil, fmt.Errorf("cluster: request for %s: %w", key, context.DeadlineExceeded)
 	}
-	res, err := n.Cluster.Request(key, RepositoryKind, req, cluster.WithTimeout(timeout))
+	// The engine's timeout does not bound its identity lookup: when this
+	// member has no cached address for the virtual actor (as after the
+	// owner's connection failed), the lookup waits up to 5s of its own.
+	type result struct {
+		res any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := n.Cluster.Request(key, RepositoryKind, req, cluster.WithTimeout(timeout))
+		done <- result{res, err}
+	}()
+	var res any
+	var err error
+	select {
+	case r := <-done:
+		res, err = r.res, r.err
+	case <-ctx.Done():
+		err = fmt.Errorf("no answer: %w", ctx.Err())
+	}
 	if err != nil {
-		return nil, fmt.Errorf("cluster: request for %s to its owner %s: %w", key, n.Owner(key), err)
+		return nil, fmt.Errorf("cluster: request for %s to its owner %s: %w", key, n.ownerName(key), err)
 	}
 	reply, ok := res.(*structpb.Struct)
 	if !ok {
 		return nil, fmt.Errorf("cluster: request for %s: unexpected reply %T", key, res)
 	}
 	if msg, ok := reply.Fields[errorField]; ok {
-		return nil, fmt.Errorf("cluster: owner %s of %s: %s", n.Owner(key), key, msg.GetStringValue())
+		return nil, fmt.Errorf("cluster: owner %s of %s: %w", n.ownerName(key), key,
+			&ownerError{msg: msg.GetStringValue(), notFound: reply.Fields[notFoundField].GetBoolValue()})
 	}
 	return reply, nil
 }
+
+// ownerName is Owner for messages.
+func (n *Node) ownerName(key string) string {
+	if o := n.Owner(key); o != "" {
+		return o
+	}
+	return "(none: this member sees no members)"
+}
+
+// ownerError is the owner Handler's error as the caller sees it: the
+// message, and whether it was actors.ErrNotFound, so that a caller can tell
+// "the owner runs no such actor" from "the owner could not answer".
+type ownerError struct {
+	msg      string
+	notFound bool
+}
+
+func (e *ownerError) Error() string { return e.msg }
+
+func (e *ownerError) Is(target error) bool { return e.notFound && target == actors.ErrNotFound }
 
 // Stop leaves the cluster. Graceful deletes this member's Lease so the
 // others take its repositories over at once.
@@ -249,5 +298,9 @@ func (g *repositoryGrain) Receive(ctx actor.Context) {
 }
 
 func errorReply(err error) *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{errorField: structpb.NewStringValue(err.Error())}}
+	reply := &structpb.Struct{Fields: map[string]*structpb.Value{errorField: structpb.NewStringValue(err.Error())}}
+	if errors.Is(err, actors.ErrNotFound) {
+		reply.Fields[notFoundField] = structpb.NewBoolValue(true)
+	}
+	return reply
 }

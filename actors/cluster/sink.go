@@ -24,8 +24,10 @@ type Local interface {
 }
 
 // NewHandler returns the Handler an owner runs for requests routed to it:
-// {"op": "webhook", "commit": c} queues a webhook sync of c locally.
-func NewHandler(local Local) Handler {
+// {"op": "webhook", "commit": c} queues a webhook sync of c locally, and
+// {"op": "status"} answers the local actor's view of the repository
+// (Node.Status).
+func NewHandler(local Local, status StatusFunc) Handler {
 	return func(key string, req *structpb.Struct) (*structpb.Struct, error) {
 		switch op := req.Fields[opField].GetStringValue(); op {
 		case opWebhook:
@@ -34,6 +36,8 @@ func NewHandler(local Local) Handler {
 				return nil, err
 			}
 			return &structpb.Struct{}, local.Webhook(nn, req.Fields["commit"].GetStringValue())
+		case opStatus:
+			return statusReply(status, key)
 		default:
 			return nil, fmt.Errorf("unknown request %q for %s", op, key)
 		}

@@ -39,7 +39,7 @@ func TestWebhookOnANonOwnerReachesTheOwnersActor(t *testing.T) {
 	locals := []*pushes{{}, {}, {}}
 	var nodes []*Node
 	for i, l := range locals {
-		nodes = append(nodes, startMember(t, ns, i, testRenew, NewHandler(l)))
+		nodes = append(nodes, startMember(t, ns, i, testRenew, NewHandler(l, nil)))
 	}
 	waitMembers(t, nodes, 3, 10*time.Second)
 	ks := keys(6)

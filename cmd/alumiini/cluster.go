@@ -28,6 +28,7 @@ func (ctrl *controller) runCluster(ctx context.Context, lead func(ctx, fence con
 	// Leave (deleting the Lease) only after lead has stopped the actors.
 	defer node.Stop(true)
 	ctrl.node = node
+	ctrl.view.setNode(node)
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fence, cancelFence := context.WithCancel(context.Background())
@@ -84,7 +85,7 @@ func (ctrl *controller) startNode() (*alucluster.Node, error) {
 	ctrl.local.set(handoffSink{dyn: ctrl.dyn}) // until this member's actors run
 	node, err := alucluster.Start(system, alucluster.Config{
 		Name: c.ClusterName, Host: host, Port: port, AdvertisedHost: advertised,
-		Handler: alucluster.NewHandler(&ctrl.local),
+		Handler: alucluster.NewHandler(&ctrl.local, ctrl.view.local),
 		Lease: alucluster.LeaseConfig{Client: ctrl.kube, Namespace: c.LeaseNamespace, Member: member,
 			Duration: c.ClusterTimeout, Log: log},
 	})

@@ -108,7 +108,7 @@ func newController(c config, getenv func(string) string, log *zap.Logger) (*cont
 	if restCfg.QPS == 0 {
 		restCfg.QPS = -1 // zero would mean client-go's default of 5
 	}
-	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView(), getenv: getenv}
+	ctrl := &controller{cfg: c, log: log, rest: restCfg, registry: prometheus.NewRegistry(), repos: newRepoIndex(log), view: newActorView(c.Cluster), getenv: getenv}
 	if ctrl.kube, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/false-systems/alumiini/actors"
+	alucluster "github.com/false-systems/alumiini/actors/cluster"
 	"github.com/false-systems/alumiini/actors/view"
 )
 
@@ -99,20 +100,34 @@ func metricsHandler(reg *prometheus.Registry, view *actorView, profiling bool) h
 
 // actorView serves the read-only /debug endpoints on the metrics port:
 // what each repository actor is doing (the seed's list_workers and
-// get_status), for `kubectl alumiini status`. It reaches the actors only
-// while this replica leads; a standby answers 503. docs/cli.md explains
-// why this is an endpoint and not a status field.
+// get_status), for `kubectl alumiini status`. With leader election it
+// reaches the actors only while this replica leads; a standby answers 503.
+// In cluster mode a question about one repository goes to its owner, so
+// that every member answers it the same; the list stays this member's.
+// docs/cli.md explains why this is an endpoint and not a status field.
 type actorView struct {
 	mu       sync.RWMutex
 	sys      *actors.System
-	restarts map[string]int // per live repository actor: forgotten when it stops for good
+	cluster  bool             // --cluster: no leader, every member runs its share
+	node     *alucluster.Node // cluster mode, once this member has joined
+	restarts map[string]int   // per live repository actor: forgotten when it stops for good
 }
 
-func newActorView() *actorView { return &actorView{restarts: map[string]int{}} }
+func newActorView(cluster bool) *actorView {
+	return &actorView{cluster: cluster, restarts: map[string]int{}}
+}
 
 func (v *actorView) set(sys *actors.System) {
 	v.mu.Lock()
 	v.sys = sys
+	v.mu.Unlock()
+}
+
+// setNode turns cluster mode on: questions about one repository this
+// member does not own go to its owner.
+func (v *actorView) setNode(node *alucluster.Node) {
+	v.mu.Lock()
+	v.node = node
 	v.mu.Unlock()
 }
 
@@ -130,12 +145,33 @@ func (v *actorView) stopped(key string) {
 	v.mu.Unlock()
 }
 
+// ownerTimeout bounds asking the owner, below the endpoints' 5s, so that
+// an unreachable owner is reported by name rather than as a timeout.
+const ownerTimeout = 4 * time.Second
+
+// view is the state of repository key's actor: this replica's, or in
+// cluster mode its owner's (an error wrapping actors.ErrNotFound when the
+// owner runs no such actor).
 func (v *actorView) view(ctx context.Context, key string) (view.Repository, error) {
+	v.mu.RLock()
+	node := v.node
+	v.mu.RUnlock()
+	if node == nil || node.Owns(key) {
+		return v.local(ctx, key)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ownerTimeout)
+	defer cancel()
+	return node.Status(ctx, key)
+}
+
+// local is the state of this replica's actor for key. It is also what an
+// owner answers for the others (alucluster.NewHandler).
+func (v *actorView) local(ctx context.Context, key string) (view.Repository, error) {
 	v.mu.RLock()
 	sys, restarts := v.sys, v.restarts[key]
 	v.mu.RUnlock()
 	if sys == nil {
-		return view.Repository{}, errNotLeading
+		return view.Repository{}, v.noActors()
 	}
 	st, err := sys.Status(ctx, key)
 	if err != nil {
@@ -144,19 +180,32 @@ func (v *actorView) view(ctx context.Context, key string) (view.Repository, erro
 	return st.View(restarts), nil
 }
 
-var errNotLeading = errors.New("this replica does not lead: ask the leader (see the Lease)")
+var (
+	errNotLeading = errors.New("this replica does not lead: ask the leader (see the Lease)")
+	errNoActors   = errors.New("this cluster member runs no actors yet: starting, or leaving the cluster")
+)
 
+// noActors is the error while this replica runs no actor system.
+func (v *actorView) noActors() error {
+	if v.cluster {
+		return errNoActors
+	}
+	return errNotLeading
+}
+
+// list shows this replica's own actors: in cluster mode, the repositories
+// this member owns (docs/cluster.md).
 func (v *actorView) list(w http.ResponseWriter, r *http.Request) {
 	v.mu.RLock()
 	sys := v.sys
 	v.mu.RUnlock()
 	if sys == nil {
-		http.Error(w, errNotLeading.Error(), http.StatusServiceUnavailable)
+		http.Error(w, v.noActors().Error(), http.StatusServiceUnavailable)
 		return
 	}
 	out := []view.Repository{}
 	for _, key := range sys.Keys() {
-		rv, err := v.view(r.Context(), key)
+		rv, err := v.local(r.Context(), key)
 		if errors.Is(err, actors.ErrNotFound) {
 			continue // removed since Keys
 		}

@@ -10,23 +10,30 @@ import (
 )
 
 // A replica that does not lead has no actors to show: it says so with a
-// 503, and still answers its version.
+// 503, and still answers its version. A cluster member before its actors
+// run says that instead of pointing at a leader.
 func TestActorViewOnAStandby(t *testing.T) {
-	h := metricsHandler(prometheus.NewRegistry(), newActorView(), false)
-	for _, tc := range []struct {
-		path string
-		code int
-		body string
-	}{
-		{"/debug/repositories", http.StatusServiceUnavailable, "does not lead"},
-		{"/debug/repositories/ns/name", http.StatusServiceUnavailable, "does not lead"},
-		{"/debug/version", http.StatusOK, `"version":"dev"`},
-		{"/debug/repositories/only-one-part", http.StatusNotFound, ""},
-	} {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.path, nil))
-		if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.body) {
-			t.Errorf("GET %s = %d %q, want %d with %q", tc.path, rec.Code, rec.Body.String(), tc.code, tc.body)
+	for _, cluster := range []bool{false, true} {
+		none := "does not lead"
+		if cluster {
+			none = "runs no actors yet"
+		}
+		h := metricsHandler(prometheus.NewRegistry(), newActorView(cluster), false)
+		for _, tc := range []struct {
+			path string
+			code int
+			body string
+		}{
+			{"/debug/repositories", http.StatusServiceUnavailable, none},
+			{"/debug/repositories/ns/name", http.StatusServiceUnavailable, none},
+			{"/debug/version", http.StatusOK, `"version":"dev"`},
+			{"/debug/repositories/only-one-part", http.StatusNotFound, ""},
+		} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.path, nil))
+			if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.body) {
+				t.Errorf("cluster=%v: GET %s = %d %q, want %d with %q", cluster, tc.path, rec.Code, rec.Body.String(), tc.code, tc.body)
+			}
 		}
 	}
 }
@@ -38,7 +45,7 @@ func TestProfilingOnlyWhenAskedFor(t *testing.T) {
 		profiling bool
 		want      int
 	}{{false, http.StatusNotFound}, {true, http.StatusOK}} {
-		h := metricsHandler(prometheus.NewRegistry(), newActorView(), tt.profiling)
+		h := metricsHandler(prometheus.NewRegistry(), newActorView(false), tt.profiling)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap?gc=1", nil))
 		if rec.Code != tt.want {
@@ -51,7 +58,7 @@ func TestProfilingOnlyWhenAskedFor(t *testing.T) {
 // is forgotten, so the view's memory follows the live actors, not every
 // repository ever seen.
 func TestRestartCountsFollowLiveActors(t *testing.T) {
-	v := newActorView()
+	v := newActorView(false)
 	v.restarted("ns/a")
 	v.restarted("ns/a")
 	v.restarted("ns/b")
