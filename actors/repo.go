@@ -16,8 +16,11 @@ import (
 
 // Messages to a repository actor.
 type (
-	update    struct{ repo *v1alpha1.GitRepository }
-	webhook   struct{ commit string }
+	update  struct{ repo *v1alpha1.GitRepository }
+	webhook struct {
+		commit  string
+		heardAt time.Time
+	}
 	syncNow   struct{ reply chan<- error }
 	getStatus struct{ reply chan<- RepoStatus }
 	stop      struct{} // the repository was deleted
@@ -89,7 +92,7 @@ func (a *repoActor) Receive(ctx actor.Context) {
 	case *update:
 		a.update(ctx, m.repo)
 	case *webhook:
-		a.trigger(ctx, SyncRequest{Trigger: TriggerWebhook, Commit: m.commit})
+		a.trigger(ctx, SyncRequest{Trigger: TriggerWebhook, Commit: m.commit, HeardAt: m.heardAt})
 	case *tick:
 		a.tick(ctx, m.trigger)
 	case *retryTick:

@@ -59,8 +59,11 @@ func (t Trigger) priority() int {
 
 // SyncRequest is what one sync is asked to do.
 type SyncRequest struct {
-	Trigger     Trigger
-	Commit      string // the pushed commit, for webhooks
+	Trigger Trigger
+	Commit  string // the pushed commit, for webhooks
+	// HeardAt is when the webhook of Commit arrived: git hosts send it
+	// once the push is in, so any ref listing begun since shows Commit.
+	HeardAt     time.Time
 	RequestedAt string // the requestedAt annotation handled, for manual syncs
 	// Slot, set by the repository actor for the sync it starts, waits for
 	// one of the --max-concurrent-syncs slots and returns the context for
@@ -78,7 +81,7 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 		r.Trigger = o.Trigger
 	}
 	if o.Commit != "" {
-		r.Commit = o.Commit
+		r.Commit, r.HeardAt = o.Commit, o.HeardAt
 	}
 	if o.RequestedAt != "" {
 		r.RequestedAt = o.RequestedAt
@@ -299,7 +302,7 @@ func (s *System) Webhook(key types.NamespacedName, commit string) error {
 	if pid == nil {
 		return fmt.Errorf("webhook for GitRepository %s: %w", key, ErrNotFound)
 	}
-	s.root.Send(pid, &webhook{commit: commit})
+	s.root.Send(pid, &webhook{commit: commit, heardAt: time.Now()})
 	return nil
 }
 

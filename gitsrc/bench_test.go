@@ -3,6 +3,7 @@ package gitsrc
 import (
 	"context"
 	"fmt"
+	"path"
 	"testing"
 	"time"
 
@@ -14,20 +15,9 @@ import (
 // GitRepositories name one monorepo): what thousands of idle repositories
 // pay every interval.
 func BenchmarkQuietPoll(b *testing.B) {
-	srv := gitserver.New(b)
-	repo := srv.CreateRepo(b, "mono")
-	files := map[string]string{}
-	for i := range 20 {
-		files[fmt.Sprintf("apps/cm-%02d.yaml", i)] = fmt.Sprintf("a: %d\n", i)
-	}
-	repo.CommitStrings("first", files)
-	f := NewFetcher(b.TempDir())
-	req := Request{Key: "team/app", URL: repo.URL(), Ref: Ref{Branch: "main"}, Path: "apps"}
+	srv, _, f, req := fetchedRepo(b, "apps")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := f.Fetch(ctx, req); err != nil {
-		b.Fatal(err)
-	}
 	req.RefsNotBefore = time.Now().Add(-time.Hour) // the listing above answers every poll
 	listings := srv.RefAdvertisements()
 	b.ReportAllocs()
@@ -40,4 +30,47 @@ func BenchmarkQuietPoll(b *testing.B) {
 	if n := srv.RefAdvertisements() - listings; n != 0 {
 		b.Fatalf("the polls listed refs %d times, want 0 (the listing is shared)", n)
 	}
+}
+
+// BenchmarkPushedCommit is the git part of push → applied: a Fetch for a
+// webhook that names a commit just pushed to a 20-file repository.
+func BenchmarkPushedCommit(b *testing.B) {
+	_, repo, f, req := fetchedRepo(b, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	last := time.Now()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		sha := repo.CommitStrings(fmt.Sprint(i), map[string]string{"cm-00.yaml": fmt.Sprintf("a: %d\n", i)})
+		b.StartTimer()
+		req.Expect, req.RefsNotBefore = sha, last
+		last = time.Now()
+		res, err := f.Fetch(ctx, req)
+		if err != nil || res.Commit != sha {
+			b.Fatalf("fetch: %s, %v; want %s", res.Commit, err, sha)
+		}
+	}
+}
+
+// fetchedRepo is a git server holding a repository of 20 files under dir
+// ("" for the root), and a Fetcher that has fetched its main branch for
+// req, whose Path is dir.
+func fetchedRepo(b *testing.B, dir string) (*gitserver.Server, *gitserver.Repo, *Fetcher, Request) {
+	srv := gitserver.New(b)
+	repo := srv.CreateRepo(b, "app")
+	files := map[string]string{}
+	for i := range 20 {
+		files[path.Join(dir, fmt.Sprintf("cm-%02d.yaml", i))] = fmt.Sprintf("a: %d\n", i)
+	}
+	repo.CommitStrings("first", files)
+	f := NewFetcher(b.TempDir())
+	req := Request{Key: "team/app", URL: repo.URL(), Ref: Ref{Branch: "main"}, Path: dir}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := f.Fetch(ctx, req); err != nil {
+		b.Fatal(err)
+	}
+	return srv, repo, f, req
 }

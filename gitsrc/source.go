@@ -173,6 +173,15 @@ func (src *source) resolve(ctx context.Context, s *session, req Request) (plumbi
 	return want, err
 }
 
+// listedSince reports a listing, done or in flight, that began at or after
+// notBefore and did not fail: refs would reuse it.
+func (src *source) listedSince(notBefore time.Time) bool {
+	src.listMu <- struct{}{}
+	l := src.last
+	<-src.listMu
+	return !notBefore.IsZero() && l != nil && !l.started.Before(notBefore) && !l.failed()
+}
+
 // failed reports whether the listing finished with an error: never reuse it.
 func (l *listing) failed() bool {
 	select {
@@ -253,7 +262,7 @@ func (src *source) readStore() (*checkout, error) {
 }
 
 func (src *source) storage() *filesystem.Storage {
-	return filesystem.NewStorage(osfs.New(src.dir, osfs.WithBoundOS()), cache.NewObjectLRU(objectLRU))
+	return filesystem.NewStorage(wholeIdx{osfs.New(src.dir, osfs.WithBoundOS())}, cache.NewObjectLRU(objectLRU))
 }
 
 // keyStorage is a key's own storage (refs, index, config, shallow) whose
@@ -297,20 +306,26 @@ func (a *Auth) digest(h io.Writer) {
 // a new commit in parallel.
 func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir string) (Result, error) {
 	src := f.acquire(req.Key, s.r, req.Auth)
-	want := plumbing.NewHash(req.Ref.Commit)
-	if req.Ref.Commit == "" {
-		var err error
-		if want, err = src.resolve(ctx, s, req); err != nil {
-			return Result{}, err
-		}
-	}
-	if res, ok := f.stillHeld(req, src, want); ok {
-		return res, nil
-	}
-	f.setHeld(req.Key, nil)
-	got, err := f.ensure(ctx, src, s, req, dir, want)
+	got, err := f.pushed(ctx, src, s, req)
 	if err != nil {
 		return Result{}, err
+	}
+	if got.IsZero() {
+		want := plumbing.NewHash(req.Ref.Commit)
+		if req.Ref.Commit == "" {
+			if want, err = src.resolve(ctx, s, req); err != nil {
+				return Result{}, err
+			}
+		}
+		if res, ok := f.stillHeld(req, src, want); ok {
+			return res, nil
+		}
+		f.setHeld(req.Key, nil)
+		if got, err = f.ensure(ctx, src, s, req, dir, want); err != nil {
+			return Result{}, err
+		}
+	} else {
+		f.setHeld(req.Key, nil)
 	}
 	res, err := src.checkOut(ctx, req, dir, got)
 	if err != nil {
@@ -364,23 +379,51 @@ func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Reque
 	if have {
 		return want, nil
 	}
+	got, _, err := f.fetchInto(ctx, src, s, req, want)
+	return got, err
+}
+
+// fetchInto fetches req.Ref into the source's store as its writer, unless
+// the store has want by then (another key fetched it while this one
+// waited); fetched says which.
+func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Request, want plumbing.Hash) (got plumbing.Hash, fetched bool, err error) {
 	if err := src.use(ctx, storeWriter); err != nil {
-		return plumbing.ZeroHash, err
+		return plumbing.ZeroHash, false, err
 	}
 	defer src.done(storeWriter)
-	if store, err = src.openStore(false); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
+	store, err := src.openStore(false)
+	if err != nil {
+		return plumbing.ZeroHash, false, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
 	}
 	if store.has(want) {
-		return want, nil // another key fetched it while this one waited
+		return want, false, nil
 	}
 	if store.packs() > f.maxPacks {
 		if store, err = src.openStore(true); err != nil {
-			return plumbing.ZeroHash, fmt.Errorf("reset object store of %s in %s: %w", src.display, src.dir, err)
+			return plumbing.ZeroHash, false, fmt.Errorf("reset object store of %s in %s: %w", src.display, src.dir, err)
 		}
 	}
 	s.co = store
-	return s.fetch(ctx, req.Ref, want)
+	got, err = s.fetch(ctx, req.Ref, want)
+	return got, err == nil, err
+}
+
+// pushed fetches the branch of a push whose commit (req.Expect) neither
+// the store nor a listing fresh enough for it has: the fetch's own ref
+// advertisement is then the listing, which saves a round trip to the git
+// host on every push. What it returns is the branch's head as the host
+// says, Expect or newer; it never trusts Expect alone. The zero hash means
+// "go the usual way": not such a push, or the store had the commit (then a
+// listing confirms it).
+func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Request) (plumbing.Hash, error) {
+	if req.Expect == "" || req.Ref.Commit != "" || !fullSHA.MatchString(req.Expect) || src.listedSince(req.RefsNotBefore) {
+		return plumbing.ZeroHash, nil
+	}
+	got, fetched, err := f.fetchInto(ctx, src, s, req, plumbing.NewHash(req.Expect))
+	if err != nil || !fetched {
+		return plumbing.ZeroHash, err
+	}
+	return got, nil
 }
 
 // checkOut moves the key's work tree to got, reading the source's store

@@ -238,3 +238,50 @@ func TestQuietPollAnsweredFromMemory(t *testing.T) {
 	}
 	assertTree(t, other.Dir, map[string]string{"b.yaml": "b: 1\n"})
 }
+
+// TestAPushIsFetchedWithoutASeparateListing: a webhook's commit that no
+// listing has shown yet is fetched straight away, the fetch's own ref
+// advertisement standing for the listing (one round trip fewer per push);
+// what comes back is the branch's head as the host says, never the
+// webhook's commit on its word; a second repository of the source, whose
+// store already has the commit, confirms it with one listing.
+func TestAPushIsFetchedWithoutASeparateListing(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "app")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	f := NewFetcher(t.TempDir())
+	a := Request{Key: "team/a", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+	mustFetch(t, f, a)
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+	before := snapshot(srv)
+	a.Expect, a.RefsNotBefore = second, time.Now() // the webhook arrived after the push
+	res := mustFetch(t, f, a)
+	if got := snapshot(srv).since(before); got != (counts{1, 1}) {
+		t.Fatalf("a push cost %d listings and %d packs, want 1 and 1 (the fetch's own)", got.listings, got.packs)
+	}
+	if res.Commit != second {
+		t.Fatalf("push: commit %s, want %s", res.Commit, second)
+	}
+	assertTree(t, res.Dir, map[string]string{"a.yaml": "a: 2\n"})
+
+	// A late webhook: the branch moved on since; the host's head wins.
+	third := repo.CommitStrings("third", map[string]string{"a.yaml": "a: 3\n"})
+	fourth := repo.CommitStrings("fourth", map[string]string{"a.yaml": "a: 4\n"})
+	a.Expect, a.RefsNotBefore = third, time.Now()
+	if res = mustFetch(t, f, a); res.Commit != fourth {
+		t.Fatalf("late webhook for %s: commit %s, want the branch's head %s", third, res.Commit, fourth)
+	}
+
+	// Another repository of the source, told of the same push: the store
+	// has the commit, so a listing confirms it and nothing is fetched.
+	b := Request{Key: "team/b", URL: repo.URL(), Ref: Ref{Branch: "main"}, Expect: fourth, RefsNotBefore: time.Now()}
+	before = snapshot(srv)
+	if res = mustFetch(t, f, b); res.Commit != fourth {
+		t.Fatalf("second repository: commit %s, want %s", res.Commit, fourth)
+	}
+	if got := snapshot(srv).since(before); got != (counts{1, 0}) {
+		t.Fatalf("the second repository cost %d listings and %d packs, want 1 and 0", got.listings, got.packs)
+	}
+	assertTree(t, res.Dir, map[string]string{"a.yaml": "a: 4\n"})
+}

@@ -336,6 +336,8 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	}
 	defer w.Stop()
 	var applied, replies []time.Duration
+	fetch, sync := meanOf(b, ctrl, "alumiini_fetch_duration_seconds", `outcome="fetched"`),
+		meanOf(b, ctrl, "alumiini_sync_duration_seconds", `trigger="webhook"`)
 	for i := 0; i < cfg.pushes; i++ {
 		want := fmt.Sprintf("%d-%d", p.Repos, i)
 		sha := hot.CommitStrings(want, map[string]string{"cm-00.yaml": configMapYAML("cm-00", ns, want)})
@@ -349,6 +351,21 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	}
 	p.PushP50Ms, p.PushP99Ms = quantileMs(applied, 0.5), quantileMs(applied, 0.99)
 	p.WebhookP50Ms, p.WebhookP99Ms = quantileMs(replies, 0.5), quantileMs(replies, 0.99)
+	p.PushFetchMeanMs, p.PushSyncMeanMs = fetch(), sync()
+}
+
+// meanOf returns a function that reports the mean, in milliseconds, of the
+// controller's histogram name (samples matching labels) over the
+// observations made since meanOf was called: where a push's time goes.
+func meanOf(b *testing.B, ctrl *proc, name string, labels ...string) func() float64 {
+	sum, count := ctrl.metricValue(b, name+"_sum", labels...), ctrl.metricValue(b, name+"_count", labels...)
+	return func() float64 {
+		n := ctrl.metricValue(b, name+"_count", labels...) - count
+		if n <= 0 {
+			return 0
+		}
+		return 1000 * (ctrl.metricValue(b, name+"_sum", labels...) - sum) / n
+	}
 }
 
 // quantileMs is the q-quantile of ds (nearest rank), in milliseconds.

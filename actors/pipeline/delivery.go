@@ -23,13 +23,21 @@ import (
 // answer this sync. Timer syncs and pushes accept a listing that another
 // repository of the remote started since this one's last fetch and within
 // its poll interval, so a monorepo with a hundred GitRepositories is
-// listed about once per interval; a push also names the commit it expects
-// (Request.Expect), which lists again when the shared listing predates it.
-// What a person asked for (manual, spec change) always lists afresh.
+// listed about once per interval. A push accepts a listing begun after its
+// webhook arrived, which shows the pushed commit and is shared by every
+// repository that push concerns: one listing per push, not a stale one and
+// then another. It also names the commit it expects (Request.Expect),
+// which lists again if a listing still lacks it. What a person asked for
+// (manual, spec change) always lists afresh.
 func (s *syncState) refsNotBefore() time.Time {
 	switch s.req.Trigger {
 	case actors.TriggerManual, actors.TriggerSpec:
 		return time.Time{}
+	}
+	if !s.req.HeardAt.IsZero() {
+		// Fresh enough to show the pushed commit, and shared by every
+		// repository of the source that the same push concerns.
+		return s.req.HeardAt
 	}
 	oldest := s.start.Add(-s.repo.Spec.PollInterval())
 	if s.mem.LastFetch.After(oldest) {

@@ -145,17 +145,19 @@ func TestListingFreshness(t *testing.T) {
 	tests := []struct {
 		trigger   actors.Trigger
 		lastFetch time.Time
+		heardAt   time.Time
 		want      time.Time
 	}{
-		{actors.TriggerPoll, start.Add(-30 * time.Second), start.Add(-30 * time.Second)}, // since my last fetch
-		{actors.TriggerPoll, time.Time{}, start.Add(-time.Minute)},                       // within one interval
-		{actors.TriggerWebhook, start.Add(-2 * time.Hour), start.Add(-time.Minute)},
-		{actors.TriggerManual, start.Add(-30 * time.Second), time.Time{}}, // always afresh
-		{actors.TriggerSpec, start.Add(-30 * time.Second), time.Time{}},
+		{actors.TriggerPoll, start.Add(-30 * time.Second), time.Time{}, start.Add(-30 * time.Second)}, // since my last fetch
+		{actors.TriggerPoll, time.Time{}, time.Time{}, start.Add(-time.Minute)},                       // within one interval
+		{actors.TriggerWebhook, start.Add(-2 * time.Hour), time.Time{}, start.Add(-time.Minute)},
+		{actors.TriggerWebhook, start.Add(-time.Second), start.Add(-50 * time.Millisecond), start.Add(-50 * time.Millisecond)}, // begun after the push was heard of
+		{actors.TriggerManual, start.Add(-30 * time.Second), time.Time{}, time.Time{}},                                         // always afresh
+		{actors.TriggerSpec, start.Add(-30 * time.Second), time.Time{}, time.Time{}},
 	}
 	for _, tt := range tests {
 		repo := &v1alpha1.GitRepository{Spec: v1alpha1.GitRepositorySpec{Interval: metav1.Duration{Duration: time.Minute}}}
-		s := &syncState{repo: repo, req: actors.SyncRequest{Trigger: tt.trigger}, mem: actors.Memory{LastFetch: tt.lastFetch}, start: start}
+		s := &syncState{repo: repo, req: actors.SyncRequest{Trigger: tt.trigger, HeardAt: tt.heardAt}, mem: actors.Memory{LastFetch: tt.lastFetch}, start: start}
 		if got := s.refsNotBefore(); !got.Equal(tt.want) {
 			t.Errorf("%s after %v: %v, want %v", tt.trigger, tt.lastFetch, got, tt.want)
 		}

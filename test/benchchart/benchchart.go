@@ -32,6 +32,9 @@ type Point struct {
 	PushP50Ms, PushP99Ms       float64 // webhook POST → changed object seen by a watch
 	WebhookP50Ms               float64 // webhook reply time
 	WebhookP99Ms               float64
+	// Where a push's time went, means over the pushes: its git fetch, and
+	// its whole sync (fetch, status writes, apply).
+	PushFetchMeanMs, PushSyncMeanMs float64
 }
 
 // Peer is a figure of the controller users would pick instead, measured
