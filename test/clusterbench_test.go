@@ -16,7 +16,8 @@ import (
 
 // BenchmarkClusterFirstSync is cluster mode's figure for `make bench`
 // (issue 22): the first sync of N GitRepositories × 20 ConfigMaps
-// (ALUMIINI_BENCH_CLUSTER_REPOS, default 3,000) by one member and by three,
+// (ALUMIINI_BENCH_CLUSTER_REPOS, default 3,000) by one member and by three
+// (membership timeout ALUMIINI_BENCH_CLUSTER_TIMEOUT, default the flag's),
 // timed from the last create until all are Synced, and each member's
 // settled memory afterwards. Both runs use the same machine, so three
 // members share its cores: the figure says what spreading costs or saves
@@ -52,9 +53,12 @@ func clusterFirstSync(b *testing.B, url string, members, n int) (float64, []floa
 	cfg := scaleConfig{workers: 32, interval: "1h", reconcile: "1h"}
 	addrs := memberAddrs(b, members)
 	var ms []*member
+	flags := []string{"--log-level", "warn", "--max-concurrent-syncs", strconv.Itoa(cfg.workers), "--profiling"}
+	if d := os.Getenv("ALUMIINI_BENCH_CLUSTER_TIMEOUT"); d != "" {
+		flags = append(flags, "--cluster-member-timeout", d)
+	}
 	for i, addr := range addrs {
-		ms = append(ms, startMember(b, ns, fmt.Sprintf("m%d", i), addr,
-			"--log-level", "warn", "--max-concurrent-syncs", strconv.Itoa(cfg.workers), "--profiling"))
+		ms = append(ms, startMember(b, ns, fmt.Sprintf("m%d", i), addr, flags...))
 	}
 	for _, m := range ms {
 		m.waitReady(b)

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/test/testenv"
@@ -90,6 +93,22 @@ func (in rbacInstall) adapt(t testing.TB, o *unstructured.Unstructured, leaseNam
 		_ = unstructured.SetNestedField(o.Object, o.Object["roleRef"].(map[string]any)["name"].(string)+in.suffix, "roleRef", "name")
 		in.retarget(o)
 		return []*unstructured.Unstructured{o}
+	case "FlowSchema":
+		// This install's ServiceAccount, its Leases in any namespace (the
+		// tests' --lease-namespace).
+		o.SetName(o.GetName() + in.suffix)
+		rules, _, _ := unstructured.NestedSlice(o.Object, "spec", "rules")
+		for _, r := range rules {
+			rule := r.(map[string]any)
+			for _, s := range rule["subjects"].([]any) {
+				s.(map[string]any)["serviceAccount"].(map[string]any)["namespace"] = in.saNamespace
+			}
+			for _, rr := range rule["resourceRules"].([]any) {
+				rr.(map[string]any)["namespaces"] = []any{"*"}
+			}
+		}
+		_ = unstructured.SetNestedSlice(o.Object, rules, "spec", "rules")
+		return []*unstructured.Unstructured{o}
 	case "Role", "RoleBinding":
 		var out []*unstructured.Unstructured
 		for _, ns := range leaseNamespaces {
@@ -146,6 +165,7 @@ func (in rbacInstall) uninstall() {
 		_ = rbac.ClusterRoleBindings().Delete(ctx, name+in.suffix, metav1.DeleteOptions{})
 		_ = rbac.ClusterRoles().Delete(ctx, name+in.suffix, metav1.DeleteOptions{})
 	}
+	_ = env.Kube.FlowcontrolV1().FlowSchemas().Delete(ctx, "alumiini-leases"+in.suffix, metav1.DeleteOptions{})
 }
 
 // serviceAccountKubeconfig writes a kubeconfig with a fresh token of
@@ -239,5 +259,54 @@ func TestShippedRBACRulesAreNeeded(t *testing.T) {
 				t.Errorf("ConfigMap a = %q in phase %s", v, tt.phase)
 			}
 		})
+	}
+}
+
+// TestLeaseRequestsAreServedAsLeaderElection: with deploy/ installed, the
+// API server itself classifies the controller's Lease requests into the
+// built-in leader-election priority level (its Priority and Fairness
+// response header says so), and its other requests not.
+func TestLeaseRequestsAreServedAsLeaderElection(t *testing.T) {
+	ns := env.Namespace(t)
+	cfg, err := clientcmd.BuildConfigFromFlags("", shippedIdentity(t, []string{"--lease-namespace", ns}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	plc, err := env.Kube.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, "leader-election", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the API server has no leader-election priority level: %v", err)
+	}
+	// level is the UID of the priority level that served a GET of path as
+	// the controller.
+	level := func(path string) string {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET %s as the controller: %s", path, resp.Status)
+		}
+		return resp.Header.Get("X-Kubernetes-PF-PriorityLevel-UID")
+	}
+	testenv.Eventually(t, 30*time.Second, func() error { // the API server's flow control reads the FlowSchema asynchronously
+		if got := level("/apis/coordination.k8s.io/v1/namespaces/" + ns + "/leases/alumiini-leader"); got != string(plc.UID) {
+			return fmt.Errorf("a Lease GET was served by priority level %q, want leader-election (%s)", got, plc.UID)
+		}
+		return nil
+	})
+	if got := level("/apis/alumiini.false.systems/v1alpha1/namespaces/" + ns + "/gitrepositories"); got == string(plc.UID) {
+		t.Fatal("a GitRepository list was served as leader election: the FlowSchema matches more than Leases")
 	}
 }
