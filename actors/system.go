@@ -81,7 +81,10 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 		r.Trigger = o.Trigger
 	}
 	if o.Commit != "" {
-		r.Commit, r.HeardAt = o.Commit, o.HeardAt
+		r.Commit = o.Commit
+	}
+	if o.HeardAt.After(r.HeardAt) {
+		r.HeardAt = o.HeardAt
 	}
 	if o.RequestedAt != "" {
 		r.RequestedAt = o.RequestedAt

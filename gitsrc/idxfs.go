@@ -31,6 +31,15 @@ func (fs wholeIdx) Open(name string) (billy.File, error) {
 	return &memFile{name: f.Name(), Reader: bytes.NewReader(data)}, nil
 }
 
+// Chmod keeps the wrapped filesystem's: go-git makes the packs and
+// objects it writes read-only through it.
+func (fs wholeIdx) Chmod(name string, mode os.FileMode) error {
+	if c, ok := fs.Filesystem.(billy.Chmod); ok {
+		return c.Chmod(name, mode)
+	}
+	return nil
+}
+
 // memFile is a read-only billy.File over bytes already read.
 type memFile struct {
 	name string

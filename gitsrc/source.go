@@ -379,13 +379,16 @@ func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Reque
 	if have {
 		return want, nil
 	}
-	got, _, err := f.fetchInto(ctx, src, s, req, want)
+	got, fetched, err := f.fetchInto(ctx, src, s, req, want)
+	if err == nil && !fetched {
+		return want, nil // another key fetched it while this one waited
+	}
 	return got, err
 }
 
 // fetchInto fetches req.Ref into the source's store as its writer, unless
 // the store has want by then (another key fetched it while this one
-// waited); fetched says which.
+// waited: then it returns the zero hash and fetched false).
 func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Request, want plumbing.Hash) (got plumbing.Hash, fetched bool, err error) {
 	if err := src.use(ctx, storeWriter); err != nil {
 		return plumbing.ZeroHash, false, err
@@ -396,7 +399,7 @@ func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Re
 		return plumbing.ZeroHash, false, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
 	}
 	if store.has(want) {
-		return want, false, nil
+		return plumbing.ZeroHash, false, nil
 	}
 	if store.packs() > f.maxPacks {
 		if store, err = src.openStore(true); err != nil {
@@ -419,7 +422,20 @@ func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Reque
 	if req.Expect == "" || req.Ref.Commit != "" || !fullSHA.MatchString(req.Expect) || src.listedSince(req.RefsNotBefore) {
 		return plumbing.ZeroHash, nil
 	}
-	got, fetched, err := f.fetchInto(ctx, src, s, req, plumbing.NewHash(req.Expect))
+	expect := plumbing.NewHash(req.Expect)
+	// As a reader first: when a monorepo push reaches many keys at once,
+	// the first fetches and the rest go the listing way without queueing
+	// for the writer's lock ahead of every checkout.
+	if err := src.use(ctx, 1); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	store, err := src.readStore()
+	has := err == nil && store.has(expect)
+	src.done(1)
+	if has {
+		return plumbing.ZeroHash, nil
+	}
+	got, fetched, err := f.fetchInto(ctx, src, s, req, expect)
 	if err != nil || !fetched {
 		return plumbing.ZeroHash, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -219,7 +218,7 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 		return true, err
 	}
 	mappings := make([]*meta.RESTMapping, len(refs))
-	var resources []schema.GroupVersionResource
+	objs := make([]MovedObject, len(refs))
 	for i, ref := range refs {
 		if _, ok := versions[ObjectKey(ref)]; !ok {
 			return true, nil
@@ -227,17 +226,15 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 		if mappings[i], err = a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version); err != nil {
 			return true, err
 		}
-		if !slices.Contains(resources, mappings[i].Resource) {
-			resources = append(resources, mappings[i].Resource)
-		}
+		objs[i] = MovedObject{Resource: mappings[i].Resource, Namespace: ref.Namespace, Name: ref.Name}
 	}
 	key := opts.Owner.key()
-	if a.moves != nil && a.moves.Quiet(key, resources) {
+	if a.moves != nil && a.moves.Quiet(key, objs) {
 		return false, nil
 	}
 	var mark Mark
 	if a.moves != nil {
-		mark = a.moves.Mark(key) // before the lists: see MoveWatch
+		mark = a.moves.Mark(objs) // before the lists: see MoveWatch
 	}
 	moved, err := a.movedListed(ctx, refs, mappings, versions, opts.Owner)
 	if err == nil && !moved && a.moves != nil {

@@ -94,8 +94,11 @@ func (in rbacInstall) adapt(t testing.TB, o *unstructured.Unstructured, leaseNam
 		in.retarget(o)
 		return []*unstructured.Unstructured{o}
 	case "FlowSchema":
-		// This install's ServiceAccount, its Leases in any namespace (the
-		// tests' --lease-namespace).
+		// This install's ServiceAccount, its Leases in the tests'
+		// --lease-namespace instead of alumiini-system; none without one.
+		if len(leaseNamespaces) == 0 {
+			return nil
+		}
 		o.SetName(o.GetName() + in.suffix)
 		rules, _, _ := unstructured.NestedSlice(o.Object, "spec", "rules")
 		for _, r := range rules {
@@ -104,7 +107,11 @@ func (in rbacInstall) adapt(t testing.TB, o *unstructured.Unstructured, leaseNam
 				s.(map[string]any)["serviceAccount"].(map[string]any)["namespace"] = in.saNamespace
 			}
 			for _, rr := range rule["resourceRules"].([]any) {
-				rr.(map[string]any)["namespaces"] = []any{"*"}
+				var namespaces []any
+				for _, ns := range leaseNamespaces {
+					namespaces = append(namespaces, ns)
+				}
+				rr.(map[string]any)["namespaces"] = namespaces
 			}
 		}
 		_ = unstructured.SetNestedSlice(o.Object, rules, "spec", "rules")

@@ -34,14 +34,16 @@ func (s *syncState) refsNotBefore() time.Time {
 	case actors.TriggerManual, actors.TriggerSpec:
 		return time.Time{}
 	}
-	if !s.req.HeardAt.IsZero() {
-		// Fresh enough to show the pushed commit, and shared by every
-		// repository of the source that the same push concerns.
-		return s.req.HeardAt
-	}
 	oldest := s.start.Add(-s.repo.Spec.PollInterval())
 	if s.mem.LastFetch.After(oldest) {
-		return s.mem.LastFetch
+		oldest = s.mem.LastFetch
+	}
+	// A push's listing must have begun after its webhook arrived: fresh
+	// enough to show the pushed commit, and shared by every repository of
+	// the source that the same push concerns. Never older than the rule
+	// above, which a retry of an old push still needs.
+	if s.req.HeardAt.After(oldest) {
+		return s.req.HeardAt
 	}
 	return oldest
 }
