@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -228,16 +227,7 @@ func (p *proc) stop(t testing.TB) (error, time.Duration) {
 	}
 }
 
-func httpGet(url string) (int, string, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
+func httpGet(url string) (int, string, error) { return httpGetWithin(5*time.Second, url) }
 
 // metricValue sums the samples of a metric whose label set contains every
 // given label="value" pair, from the text exposition format.
