@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/false-systems/alumiini/test/gitserver"
 )
@@ -103,5 +104,17 @@ func TestBearerTokenAndCustomCA(t *testing.T) {
 	req.Auth = authFrom(t, map[string]string{"bearerToken": "tok3n", "ca.crt": ca})
 	if res := mustFetch(t, f, req); res.Commit != sha {
 		t.Fatalf("commit %s, want %s", res.Commit, sha)
+	}
+
+	// A push: the pack request made beside the listing carries the token
+	// and trusts the CA too (a fallback would cost two of each).
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+	req.Expect, req.RefsNotBefore = second, time.Now()
+	before := snapshot(srv)
+	if res := mustFetch(t, f, req); res.Commit != second {
+		t.Fatalf("push: commit %s, want %s", res.Commit, second)
+	}
+	if got := snapshot(srv).since(before); got != (counts{1, 1}) {
+		t.Fatalf("the push cost %d listings and %d pack requests, want 1 and 1", got.listings, got.packs)
 	}
 }

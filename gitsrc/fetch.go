@@ -45,6 +45,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -346,12 +347,35 @@ func (c *checkout) checkout(h plumbing.Hash) error {
 		return err
 	}
 	if err := wt.Checkout(&git.CheckoutOptions{Hash: h, Force: true}); err != nil {
-		return err
+		// go-git cannot always move a tree in place: it refuses to remove
+		// the root when a commit deletes every file there. The work tree
+		// is only a cache, so write it afresh.
+		if rmErr := c.emptyTree(); rmErr != nil {
+			return fmt.Errorf("%w (and emptying the work tree to start afresh failed: %v)", err, rmErr)
+		}
+		if err := wt.Checkout(&git.CheckoutOptions{Hash: h, Force: true}); err != nil {
+			return err
+		}
 	}
 	if err := c.removeEscapingSymlinks(); err != nil {
 		return err
 	}
 	return c.repo.Storer.SetReference(plumbing.NewHashReference(syncedRef, h))
+}
+
+// emptyTree removes everything from the work tree and empties the index,
+// so that the next checkout writes every file.
+func (c *checkout) emptyTree() error {
+	entries, err := os.ReadDir(c.tree)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(c.tree, e.Name())); err != nil {
+			return err
+		}
+	}
+	return c.repo.Storer.SetIndex(&index.Index{Version: 2})
 }
 
 // changedPaths compares the trees of two local commits; nil when from is

@@ -414,3 +414,25 @@ func TestObjectStoreStartsAfreshAfterManyPacks(t *testing.T) {
 		t.Fatal("the object store was never reset")
 	}
 }
+
+// TestACommitThatDeletesEveryRootFile: go-git refuses to remove the work
+// tree's root once a commit leaves it empty; the checkout then starts
+// afresh instead of failing on every sync.
+func TestACommitThatDeletesEveryRootFile(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("flat", map[string]string{"a.yaml": "a: 1\n", "b.yaml": "b: 1\n"})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+	mustFetch(t, f, req)
+
+	moved := repo.CommitStrings("moved", map[string]string{"a.yaml": "", "b.yaml": "", "deploy/a.yaml": "a: 1\n"})
+	res := mustFetch(t, f, req)
+	if res.Commit != moved {
+		t.Fatalf("commit %s, want %s", res.Commit, moved)
+	}
+	assertTree(t, res.Dir, map[string]string{"deploy/a.yaml": "a: 1\n"})
+	if want := []string{"a.yaml", "b.yaml", "deploy/a.yaml"}; !reflect.DeepEqual(res.ChangedPaths, want) {
+		t.Fatalf("ChangedPaths %v, want %v", res.ChangedPaths, want)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -46,6 +47,9 @@ type source struct {
 	listMu  chan struct{} // capacity 1: guards last
 	last    *listing
 	display string
+
+	fetchedMu sync.Mutex
+	fetched   plumbing.Hash // the commit the last fetch brought: a hint, the store may have been reset since
 }
 
 // listing is one ref listing, shared by every request it is fresh for.
@@ -182,6 +186,20 @@ func (src *source) listedSince(notBefore time.Time) bool {
 	return !notBefore.IsZero() && l != nil && !l.started.Before(notBefore) && !l.failed()
 }
 
+// setFetched notes the commit a fetch brought into the store.
+func (src *source) setFetched(h plumbing.Hash) {
+	src.fetchedMu.Lock()
+	defer src.fetchedMu.Unlock()
+	src.fetched = h
+}
+
+// fetchedLast reports whether the last fetch brought h.
+func (src *source) fetchedLast(h plumbing.Hash) bool {
+	src.fetchedMu.Lock()
+	defer src.fetchedMu.Unlock()
+	return src.fetched == h
+}
+
 // failed reports whether the listing finished with an error: never reuse it.
 func (l *listing) failed() bool {
 	select {
@@ -306,7 +324,7 @@ func (a *Auth) digest(h io.Writer) {
 // a new commit in parallel.
 func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir string) (Result, error) {
 	src := f.acquire(req.Key, s.r, req.Auth)
-	got, err := f.pushed(ctx, src, s, req)
+	got, store, err := f.pushed(ctx, src, s, req)
 	if err != nil {
 		return Result{}, err
 	}
@@ -321,13 +339,13 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 			return res, nil
 		}
 		f.setHeld(req.Key, nil)
-		if got, err = f.ensure(ctx, src, s, req, dir, want); err != nil {
+		if got, store, err = f.ensure(ctx, src, s, req, dir, want); err != nil {
 			return Result{}, err
 		}
 	} else {
 		f.setHeld(req.Key, nil)
 	}
-	res, err := src.checkOut(ctx, req, dir, got)
+	res, err := src.checkOut(ctx, req, dir, got, store)
 	if err != nil {
 		return Result{}, err
 	}
@@ -366,92 +384,96 @@ func (f *Fetcher) setHeld(key string, h *held) {
 }
 
 // ensure returns the commit to check out for want, fetching it into the
-// source's store unless the key's checkout or the store already holds it.
-func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Request, dir string, want plumbing.Hash) (plumbing.Hash, error) {
+// source's store unless the key's checkout or the store already holds it;
+// after a fetch, also the store as the fetch left it (see fetchInto).
+func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Request, dir string, want plumbing.Hash) (plumbing.Hash, *checkout, error) {
 	if err := src.use(ctx, 1); err != nil {
-		return plumbing.ZeroHash, err
+		return plumbing.ZeroHash, nil, err
 	}
-	store, co, err := src.open(req.Key, dir)
+	store, co, err := src.open(req.Key, dir, nil)
 	// A store that cannot be read yet (new, or damaged) is the writer's to
 	// create or repair.
 	have := err == nil && (want == co.synced() || store.has(want))
 	src.done(1)
 	if have {
-		return want, nil
+		return want, nil, nil
 	}
-	got, fetched, err := f.fetchInto(ctx, src, s, req, want)
-	if err == nil && !fetched {
-		return want, nil // another key fetched it while this one waited
+	got, store, err := f.fetchInto(ctx, src, s, req, want, false)
+	if err == nil && store == nil {
+		return want, nil, nil // another key fetched it while this one waited
 	}
-	return got, err
+	return got, store, err
 }
 
 // fetchInto fetches req.Ref into the source's store as its writer, unless
 // the store has want by then (another key fetched it while this one
-// waited: then it returns the zero hash and fetched false).
-func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Request, want plumbing.Hash) (got plumbing.Hash, fetched bool, err error) {
+// waited: then it returns the zero hash and a nil store). A pushed want of
+// a branch over smart HTTP is asked for while the refs are listed
+// (pushed.go). The store it returns is open with every pack index read:
+// the checkout that follows reads through it instead of reading them all
+// again.
+func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Request, want plumbing.Hash, pushed bool) (plumbing.Hash, *checkout, error) {
 	if err := src.use(ctx, storeWriter); err != nil {
-		return plumbing.ZeroHash, false, err
+		return plumbing.ZeroHash, nil, err
 	}
 	defer src.done(storeWriter)
 	store, err := src.openStore(false)
 	if err != nil {
-		return plumbing.ZeroHash, false, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
+		return plumbing.ZeroHash, nil, fmt.Errorf("open object store of %s in %s (check that --cache-dir is a writable directory with free space): %w", src.display, src.dir, err)
 	}
 	if store.has(want) {
-		return plumbing.ZeroHash, false, nil
+		return plumbing.ZeroHash, nil, nil
 	}
 	if store.packs() > f.maxPacks {
 		if store, err = src.openStore(true); err != nil {
-			return plumbing.ZeroHash, false, fmt.Errorf("reset object store of %s in %s: %w", src.display, src.dir, err)
+			return plumbing.ZeroHash, nil, fmt.Errorf("reset object store of %s in %s: %w", src.display, src.dir, err)
 		}
 	}
 	s.co = store
-	got, err = s.fetch(ctx, req.Ref, want)
-	return got, err == nil, err
+	var got plumbing.Hash
+	if pushed && s.r.kind == "http" && req.Ref.Tag == "" {
+		got, err = s.fetchListed(ctx, src, req.Ref, want)
+	} else {
+		got, err = s.fetch(ctx, req.Ref, want)
+	}
+	if err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	src.setFetched(got)
+	return got, store, nil
 }
 
 // pushed fetches the branch of a push whose commit (req.Expect) neither
 // the store nor a listing fresh enough for it has: the fetch's own ref
-// advertisement is then the listing, which saves a round trip to the git
-// host on every push. What it returns is the branch's head as the host
+// advertisement (SSH), or a listing made beside it (smart HTTP), is then
+// the listing, which saves a round trip to the git host on every push. What it returns is the branch's head as the host
 // says, Expect or newer; it never trusts Expect alone. The zero hash means
 // "go the usual way": not such a push, or the store had the commit (then a
 // listing confirms it).
-func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Request) (plumbing.Hash, error) {
+func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Request) (plumbing.Hash, *checkout, error) {
 	if req.Expect == "" || req.Ref.Commit != "" || !fullSHA.MatchString(req.Expect) || src.listedSince(req.RefsNotBefore) {
-		return plumbing.ZeroHash, nil
+		return plumbing.ZeroHash, nil, nil
 	}
 	expect := plumbing.NewHash(req.Expect)
-	// As a reader first: when a monorepo push reaches many keys at once,
-	// the first fetches and the rest go the listing way without queueing
-	// for the writer's lock ahead of every checkout.
-	if err := src.use(ctx, 1); err != nil {
-		return plumbing.ZeroHash, err
+	// When a monorepo push reaches many keys at once, the first fetches
+	// and the rest go the listing way, without queueing for the writer's
+	// lock ahead of every checkout.
+	if src.fetchedLast(expect) {
+		return plumbing.ZeroHash, nil, nil
 	}
-	store, err := src.readStore()
-	has := err == nil && store.has(expect)
-	src.done(1)
-	if has {
-		return plumbing.ZeroHash, nil
-	}
-	got, fetched, err := f.fetchInto(ctx, src, s, req, expect)
-	if err != nil || !fetched {
-		return plumbing.ZeroHash, err
-	}
-	return got, nil
+	return f.fetchInto(ctx, src, s, req, expect, true)
 }
 
 // checkOut moves the key's work tree to got, reading the source's store
 // beside other checkouts. (Should a reset of the store by another key's
 // fetch drop got meanwhile, the checkout fails and the next sync fetches
 // it again.)
-func (src *source) checkOut(ctx context.Context, req Request, dir string, got plumbing.Hash) (Result, error) {
+func (src *source) checkOut(ctx context.Context, req Request, dir string, got plumbing.Hash, store *checkout) (Result, error) {
 	if err := src.use(ctx, 1); err != nil {
 		return Result{}, err
 	}
 	defer src.done(1)
-	_, co, err := src.open(req.Key, dir)
+	_, co, err := src.open(req.Key, dir, store)
 	if err != nil {
 		return Result{}, err
 	}
@@ -473,12 +495,14 @@ func (src *source) checkOut(ctx context.Context, req Request, dir string, got pl
 	return res, nil
 }
 
-// open opens the source's store for reading and the checkout of key in dir
-// that reads its objects from it.
-func (src *source) open(key, dir string) (*checkout, *checkout, error) {
-	store, err := src.readStore()
-	if err != nil {
-		return nil, nil, fmt.Errorf("open object store of %s in %s: %w", src.display, src.dir, err)
+// open opens the checkout of key in dir, which reads its objects from
+// store, or from the source's store opened for reading when store is nil.
+func (src *source) open(key, dir string, store *checkout) (*checkout, *checkout, error) {
+	var err error
+	if store == nil {
+		if store, err = src.readStore(); err != nil {
+			return nil, nil, fmt.Errorf("open object store of %s in %s: %w", src.display, src.dir, err)
+		}
 	}
 	co, err := openCheckout(dir, false, store.repo.Storer)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/false-systems/alumiini/test/gitserver"
+	"github.com/false-systems/alumiini/test/testenv"
 )
 
 // counts is what the git server was asked between two points.
@@ -239,19 +240,26 @@ func TestQuietPollAnsweredFromMemory(t *testing.T) {
 	assertTree(t, other.Dir, map[string]string{"b.yaml": "b: 1\n"})
 }
 
-// TestAPushIsFetchedWithoutASeparateListing: a webhook's commit that no
-// listing has shown yet is fetched straight away, the fetch's own ref
-// advertisement standing for the listing (one round trip fewer per push);
-// what comes back is the branch's head as the host says, never the
-// webhook's commit on its word; a second repository of the source, whose
-// store already has the commit, confirms it with one listing.
-func TestAPushIsFetchedWithoutASeparateListing(t *testing.T) {
+// pushRig is a git server with a repository of one file, and a Fetcher
+// that has fetched its main branch for the request it returns.
+func pushRig(t *testing.T) (*gitserver.Server, *gitserver.Repo, *Fetcher, Request) {
 	srv := gitserver.New(t)
 	repo := srv.CreateRepo(t, "app")
 	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
 	f := NewFetcher(t.TempDir())
 	a := Request{Key: "team/a", URL: repo.URL(), Ref: Ref{Branch: "main"}}
 	mustFetch(t, f, a)
+	return srv, repo, f, a
+}
+
+// TestAPushIsFetchedWithoutASeparateListing: a webhook's commit that no
+// listing has shown yet is fetched straight away, with one listing and one
+// pack request (see TestAPushAsksForItsCommitBesideTheListing);
+// what comes back is the branch's head as the host says, never the
+// webhook's commit on its word; a second repository of the source, whose
+// store already has the commit, confirms it with one listing.
+func TestAPushIsFetchedWithoutASeparateListing(t *testing.T) {
+	srv, repo, f, a := pushRig(t)
 
 	second := repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
 	before := snapshot(srv)
@@ -284,4 +292,78 @@ func TestAPushIsFetchedWithoutASeparateListing(t *testing.T) {
 		t.Fatalf("the second repository cost %d listings and %d packs, want 1 and 0", got.listings, got.packs)
 	}
 	assertTree(t, res.Dir, map[string]string{"a.yaml": "a: 4\n"})
+}
+
+// TestAPushAsksForItsCommitBesideTheListing: over smart HTTP a pushed
+// commit's pack request goes out while the ref listing is still on its
+// way (one round trip instead of two), yet the commit is checked out only
+// once the listing shows it at the head of the branch.
+func TestAPushAsksForItsCommitBesideTheListing(t *testing.T) {
+	srv, repo, f, a := pushRig(t)
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+	a.Expect, a.RefsNotBefore = second, time.Now()
+	before := snapshot(srv)
+	release := srv.HoldListings()
+	defer release()
+	type result struct {
+		res Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := f.Fetch(ctx, a)
+		done <- result{res, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := snapshot(srv).since(before); got != (counts{1, 1}) {
+			return fmt.Errorf("while the listing is held: %d listings and %d pack requests, want 1 and 1", got.listings, got.packs)
+		}
+		return nil
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("the fetch ended (%s, %v) before its listing came back", r.res.Commit, r.err)
+	default:
+	}
+	release()
+	r := <-done
+	if r.err != nil || r.res.Commit != second {
+		t.Fatalf("push: %s, %v; want %s", r.res.Commit, r.err, second)
+	}
+	assertTree(t, r.res.Dir, map[string]string{"a.yaml": "a: 2\n"})
+}
+
+// TestPushedCommitsOfAShallowStore: the store holds one commit of history
+// at a time, and a pushed commit is fetched against it whatever its
+// history: content the store never had (a revert to an old file), a
+// force-push onto an unrelated history.
+func TestPushedCommitsOfAShallowStore(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "app")
+	repo.CommitStrings("old", map[string]string{"a.yaml": "a: old\n", "b.yaml": "b: 1\n"})
+	repo.CommitStrings("new", map[string]string{"a.yaml": "a: new\n"})
+	f := NewFetcher(t.TempDir())
+	a := Request{Key: "team/a", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+	mustFetch(t, f, a) // at depth 1: the store never saw "a: old"
+
+	push := func(sha string, want map[string]string) {
+		t.Helper()
+		a.Expect, a.RefsNotBefore = sha, time.Now()
+		res := mustFetch(t, f, a)
+		if res.Commit != sha {
+			t.Fatalf("push: commit %s, want %s", res.Commit, sha)
+		}
+		assertTree(t, res.Dir, want)
+	}
+	push(repo.CommitStrings("revert", map[string]string{"a.yaml": "a: old\n"}),
+		map[string]string{"a.yaml": "a: old\n", "b.yaml": "b: 1\n"})
+
+	repo.Git("checkout", "--quiet", "--orphan", "rewrite")
+	repo.Git("rm", "--quiet", "-r", "-f", ".")
+	repo.Git("branch", "--quiet", "-D", "main")
+	repo.Git("checkout", "--quiet", "-b", "main")
+	push(repo.CommitStrings("unrelated", map[string]string{"c.yaml": "c: 1\n"}), map[string]string{"c.yaml": "c: 1\n"})
 }

@@ -139,6 +139,8 @@ type syncState struct {
 	hashes    map[string]string    // of the last apply, trusted for this one
 	result    k8s.Result
 	healthy   bool // await saw every applied object healthy
+
+	writing *statusWrite // the status write in flight (writeStatusBeside), nil when none
 }
 
 // Sync runs one sync of repo for req, starting from mem, and returns the
@@ -149,6 +151,7 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	s.recall(ctx)
 	o := s.runSteps(syncSteps)
 	err := s.conclude(s.ctx, o)
+	_ = s.settle()
 	return s.mem, err
 }
 

@@ -28,6 +28,7 @@ func (s *syncState) status() *v1alpha1.GitRepositoryStatus {
 // one this controller last wrote (only the leader writes status, and a new
 // leader starts with empty Memories).
 func (s *syncState) refresh() error {
+	_ = s.settle()
 	if s.mem.Status != nil {
 		return nil
 	}
@@ -44,24 +45,62 @@ func (s *syncState) refresh() error {
 // writeStatus applies change to the status and writes it unless unchanged.
 // A failed write is logged, not fatal: the Memory forgets the status, so
 // the next sync reads it again.
-func (s *syncState) writeStatus(ctx context.Context, change func(st *v1alpha1.GitRepositoryStatus)) error {
+func (s *syncState) writeStatus(_ context.Context, change func(st *v1alpha1.GitRepositoryStatus)) error {
+	if err := s.writeStatusBeside(change); err != nil {
+		return err
+	}
+	return s.settle()
+}
+
+// writeStatusBeside starts writing the changed status and returns at once,
+// so that a push's objects need not wait for the Syncing status to land.
+// Meanwhile the Memory holds the new status; settle waits for the write
+// and forgets the status if the write failed. Every later status read or
+// write of the sync settles first. It fails only when the status cannot be
+// read.
+func (s *syncState) writeStatusBeside(change func(st *v1alpha1.GitRepositoryStatus)) error {
+	_ = s.settle() // a failed write was logged, and refresh reads the status again
 	if err := s.refresh(); err != nil {
 		s.log.Warn("status not written: cannot read the GitRepository", zap.Error(err))
 		return err
 	}
 	next := s.mem.Status.DeepCopy()
 	change(next)
-	cur := *s.repo
-	cur.Status = *s.mem.Status
-	wctx, cancel := s.statusContext()
-	defer cancel()
-	if _, err := s.p.Status.Write(wctx, &cur, *next); err != nil {
-		s.mem.Status = nil // the write may or may not have landed
-		s.log.Warn("status write failed", zap.Error(err))
-		return err
-	}
-	s.mem.Status = next
+	// The write gets copies of its own: the sync goes on changing its state.
+	cur := s.repo.DeepCopy()
+	cur.Status = *s.mem.Status.DeepCopy()
+	status := *next.DeepCopy()
+	w := &statusWrite{done: make(chan struct{})}
+	s.mem.Status, s.writing = next, w
+	go func() {
+		defer close(w.done)
+		ctx, cancel := s.statusContext()
+		defer cancel()
+		_, w.err = s.p.Status.Write(ctx, cur, status)
+	}()
 	return nil
+}
+
+// statusWrite is a status write in flight; err is set before done closes.
+type statusWrite struct {
+	done chan struct{}
+	err  error
+}
+
+// settle waits for the status write in flight, if any, and returns its
+// error.
+func (s *syncState) settle() error {
+	w := s.writing
+	if w == nil {
+		return nil
+	}
+	s.writing = nil
+	<-w.done
+	if w.err != nil {
+		s.mem.Status = nil // the write may or may not have landed
+		s.log.Warn("status write failed", zap.Error(w.err))
+	}
+	return w.err
 }
 
 // statusContext bounds a status read or write, detached from the sync's

@@ -181,10 +181,11 @@ func readStatus(ctx context.Context, s *syncState) *Outcome {
 }
 
 // announce says an apply begins: Syncing in the status, a deployment
-// started CDEvent that opens a run.
-func announce(ctx context.Context, s *syncState) *Outcome {
+// started CDEvent that opens a run. The status write goes out beside the
+// apply (the outcome's write waits for it).
+func announce(_ context.Context, s *syncState) *Outcome {
 	commit := s.fetch.Commit
-	_ = s.writeStatus(ctx, func(st *v1alpha1.GitRepositoryStatus) {
+	_ = s.writeStatusBeside(func(st *v1alpha1.GitRepositoryStatus) {
 		st.Phase = v1alpha1.PhaseSyncing
 		st.LastAttemptedCommit = commit
 		st.Message = fmt.Sprintf("Applying commit %s.", short(commit))

@@ -7,8 +7,10 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -396,4 +398,62 @@ func TestFailedStatusWriteKeepsTheInventory(t *testing.T) {
 	if len(r.applier.lastInventory) != 1 || r.applier.lastInventory[0].Name != "a" {
 		t.Fatalf("the apply after a failed status write got inventory %v, want the one read before it", r.applier.lastInventory)
 	}
+}
+
+// TestTheSyncingStatusGoesOutBesideTheApply: a push's objects do not wait
+// for the Syncing status to land; the outcome's write waits for it, so the
+// writes land in order and the status ends as the outcome says.
+func TestTheSyncingStatusGoesOutBesideTheApply(t *testing.T) {
+	r := newRig()
+	applied := make(chan struct{})
+	status := &heldStatus{fakeStatus: r.status, hold: v1alpha1.PhaseSyncing, until: applied}
+	r.p.Status = status
+	r.p.Applier = &signalApplier{fakeApplier: r.applier, applied: applied}
+	if _, err := r.sync(t, actors.TriggerWebhook, actors.Memory{}); err != nil {
+		t.Fatal(err)
+	}
+	if status.gaveUp {
+		t.Fatal("the apply waited for the Syncing status write")
+	}
+	want := []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhaseSyncing, v1alpha1.PhaseSynced}
+	if !reflect.DeepEqual(status.phases, want) {
+		t.Fatalf("status writes %v, want %v", status.phases, want)
+	}
+	if r.status.server.Phase != v1alpha1.PhaseSynced {
+		t.Fatalf("status ends %s, want Synced", r.status.server.Phase)
+	}
+}
+
+// heldStatus holds each write of phase hold until until is closed, giving
+// up after five seconds, and records the phases written, in order.
+type heldStatus struct {
+	*fakeStatus
+	hold   v1alpha1.Phase
+	until  chan struct{}
+	gaveUp bool
+	phases []v1alpha1.Phase
+}
+
+func (h *heldStatus) Write(ctx context.Context, repo *v1alpha1.GitRepository, st v1alpha1.GitRepositoryStatus) (bool, error) {
+	if st.Phase == h.hold {
+		select {
+		case <-h.until:
+		case <-time.After(5 * time.Second):
+			h.gaveUp = true
+		}
+	}
+	h.phases = append(h.phases, st.Phase)
+	return h.fakeStatus.Write(ctx, repo, st)
+}
+
+// signalApplier closes applied on its first Apply.
+type signalApplier struct {
+	*fakeApplier
+	applied chan struct{}
+	once    sync.Once
+}
+
+func (s *signalApplier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
+	s.once.Do(func() { close(s.applied) })
+	return s.fakeApplier.Apply(ctx, objs, opts)
 }

@@ -28,10 +28,11 @@ type Server struct {
 	user     string
 	password string
 
-	uploadPacks atomic.Int64 // POST git-upload-pack: fetches that send a pack
-	refAdverts  atomic.Int64 // GET info/refs?service=git-upload-pack
-	failStatus  atomic.Int32 // when non-zero, every request is answered with it
-	delay       atomic.Int64 // nanoseconds every request waits before an answer
+	uploadPacks atomic.Int64                  // POST git-upload-pack: fetches that send a pack
+	refAdverts  atomic.Int64                  // GET info/refs?service=git-upload-pack
+	failStatus  atomic.Int32                  // when non-zero, every request is answered with it
+	delay       atomic.Int64                  // nanoseconds every request waits before an answer
+	listingGate atomic.Pointer[chan struct{}] // when set, ref listings wait until it is closed
 
 	mu       sync.Mutex
 	requests []string
@@ -109,6 +110,13 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") &&
 			r.URL.Query().Get("service") == "git-upload-pack":
 			s.refAdverts.Add(1)
+			if gate := s.listingGate.Load(); gate != nil {
+				select {
+				case <-*gate:
+				case <-r.Context().Done():
+					return
+				}
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -121,6 +129,21 @@ func (s *Server) FailWith(code int) { s.failStatus.Store(int32(code)) }
 // Delay makes the server wait d before answering each request; 0 answers at
 // once again.
 func (s *Server) Delay(d time.Duration) { s.delay.Store(int64(d)) }
+
+// HoldListings makes ref listings wait, counted but unanswered, until
+// release is called: a test can see what a client does before its listing
+// comes back.
+func (s *Server) HoldListings() (release func()) {
+	gate := make(chan struct{})
+	s.listingGate.Store(&gate)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.listingGate.Store(nil)
+			close(gate)
+		})
+	}
+}
 
 // UploadPacks is the number of fetch requests that asked for a pack.
 func (s *Server) UploadPacks() int64 { return s.uploadPacks.Load() }
