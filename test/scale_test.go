@@ -33,7 +33,7 @@ type scaleConfig struct {
 	points    []int         // repository counts measured, ascending
 	quiet     time.Duration // idle window over which CPU and API requests are counted
 	idle      time.Duration // window with the controller paused: the control plane's own cost; 0 skips
-	interval  string        // spec.interval of the idle repositories
+	interval  string        // spec.interval of every idle repository; "" for intervalAt's
 	reconcile string        // spec.reconcileInterval of the idle repositories
 	steady    time.Duration // wait before measuring, so that every repository had its first drift check
 	pushes    int           // webhook pushes timed at each point
@@ -47,7 +47,7 @@ type scaleConfig struct {
 // largest N, unless ALUMIINI_BENCH_POINTS lists the counts ("3000", or
 // "100,1000,3000").
 func scaleConfigFromEnv() scaleConfig {
-	c := scaleConfig{quiet: 5 * time.Minute, idle: 2 * time.Minute, interval: "1m", reconcile: "2m", pushes: 30, workers: 32}
+	c := scaleConfig{quiet: 5 * time.Minute, idle: 2 * time.Minute, reconcile: "2m", pushes: 30, workers: 32}
 	largest := 1000
 	if n, err := strconv.Atoi(os.Getenv("BENCH_SCALE")); err == nil && n >= 100 {
 		largest = n
@@ -73,12 +73,7 @@ func scaleConfigFromEnv() scaleConfig {
 	if d, err := time.ParseDuration(os.Getenv("ALUMIINI_BENCH_IDLE")); err == nil {
 		c.idle = d
 	}
-	if largest >= 10000 {
-		c.interval = "5m" // the issue's 10,000-repository target is at 5m
-	}
-	if v := os.Getenv("ALUMIINI_BENCH_INTERVAL"); v != "" {
-		c.interval = v
-	}
+	c.interval = os.Getenv("ALUMIINI_BENCH_INTERVAL")
 	if v := os.Getenv("ALUMIINI_BENCH_RECONCILE"); v != "" {
 		c.reconcile = v
 	}
@@ -89,6 +84,19 @@ func scaleConfigFromEnv() scaleConfig {
 	c.out = os.Getenv("ALUMIINI_BENCH_OUT")
 	c.profile = os.Getenv("ALUMIINI_BENCH_PROFILE")
 	return c
+}
+
+// intervalAt is spec.interval of the idle repositories while n are
+// measured: the benchmark issue's 1m up to 1,000 and 5m at 10,000, unless
+// ALUMIINI_BENCH_INTERVAL sets one for all.
+func (c scaleConfig) intervalAt(n int) string {
+	switch {
+	case c.interval != "":
+		return c.interval
+	case n >= 10000:
+		return "5m"
+	}
+	return "1m"
 }
 
 // BenchmarkScale is the harness of the benchmark issue: the controller
@@ -140,13 +148,16 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	var points []benchchart.Point
 	created := 0
 	for _, n := range cfg.points {
-		p := benchchart.Point{Repos: n}
+		p := benchchart.Point{Repos: n, Interval: cfg.intervalAt(n), Reconcile: cfg.reconcile}
 		start := createIdleRepos(b, cfg, ns, idle.URL(), created, n)
 		waitAllSynced(b, ns, n+1) // +1: the hot repository
 		p.FirstSyncSeconds = time.Since(start).Seconds()
 		p.BaselineSeconds = directApplies(b, cfg, ns, created, n)
 		if p.BaselineSeconds > 0 {
 			p.FirstSyncRatio = p.FirstSyncSeconds / p.BaselineSeconds
+		}
+		if created > 0 && cfg.intervalAt(created) != cfg.intervalAt(n) {
+			setIntervals(b, cfg, ns, created, cfg.intervalAt(n)) // before the steady wait, which their syncs end within
 		}
 		created = n
 		steady(cfg)
@@ -223,11 +234,21 @@ func createIdleRepos(b *testing.B, cfg scaleConfig, ns, url string, from, to int
 	createNamespaces(b, cfg.workers, ns, from, to)
 	parallel(b, cfg.workers, from, to, func(i int) error {
 		_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Create(context.Background(),
-			gitRepo(ns, fmt.Sprintf("r%05d", i), map[string]any{"url": url, "interval": cfg.interval,
+			gitRepo(ns, fmt.Sprintf("r%05d", i), map[string]any{"url": url, "interval": cfg.intervalAt(to),
 				"reconcileInterval": cfg.reconcile, "targetNamespace": fmt.Sprintf("%s-%05d", ns, i)}), metav1.CreateOptions{})
 		return err
 	})
 	return time.Now()
+}
+
+// setIntervals sets spec.interval of the first n idle repositories.
+func setIntervals(b *testing.B, cfg scaleConfig, ns string, n int, interval string) {
+	patch := []byte(fmt.Sprintf(`{"spec":{"interval":%q}}`, interval))
+	parallel(b, cfg.workers, 0, n, func(i int) error {
+		_, err := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns).Patch(context.Background(),
+			fmt.Sprintf("r%05d", i), types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	})
 }
 
 // directApplies is the first-sync baseline: the same server-side applies
@@ -282,6 +303,10 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	etcdBefore := cpuSeconds(b, pids["etcd"])
 	reqBefore := apiRequestsByVerb(b)
+	syncs := func(trigger string) float64 {
+		return ctrl.metricValue(b, "alumiini_syncs_total", fmt.Sprintf("trigger=%q", trigger))
+	}
+	checksBefore, pollsBefore := syncs("reconcile"), syncs("poll")
 	stop := cpuProfiles(b, cfg.profile, fmt.Sprintf("quiet-%d", p.Repos), ctrl)
 	testenv.Hold(cfg.quiet) // the measurement window itself
 	stop()
@@ -289,6 +314,8 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
 	p.ControlPlaneCPUPercent = 100 * (planeCPU(b, pids) - planeBefore) / secs
 	p.EtcdCPUPercent = 100 * (cpuSeconds(b, pids["etcd"]) - etcdBefore) / secs
+	p.DriftChecksPerMinute = (syncs("reconcile") - checksBefore) / cfg.quiet.Minutes()
+	p.PollsPerMinute = (syncs("poll") - pollsBefore) / cfg.quiet.Minutes()
 	p.RequestsPerMinute = map[string]float64{}
 	for verb, n := range apiRequestsByVerb(b) {
 		if d := n - reqBefore[verb]; d > 0 {

@@ -62,7 +62,7 @@ func fetch(ctx context.Context, s *syncState) *Outcome {
 			return failed("FetchFailed", fmt.Errorf("fetch %s: %w", ref, err))
 		}
 		if s.req.Commit == "" || s.req.Commit == s.fetch.Commit || attempt >= s.p.WebhookRetries || ref.Commit != "" {
-			s.log = s.log.With(zap.String("commit", s.fetch.Commit))
+			s.log = s.log.WithLazy(zap.String("commit", s.fetch.Commit))
 			return nil
 		}
 		s.log.Debug("webhook commit not visible yet, retrying", zap.String("webhook_commit", s.req.Commit))

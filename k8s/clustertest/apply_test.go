@@ -27,7 +27,7 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -43,7 +43,7 @@ func newApplier(t *testing.T) *k8s.Applier {
 }
 
 // load writes files to a directory and loads them like a checkout.
-func load(t *testing.T, files map[string]string) []*unstructured.Unstructured {
+func load(t testing.TB, files map[string]string) []*unstructured.Unstructured {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {

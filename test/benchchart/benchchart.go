@@ -16,6 +16,7 @@ import (
 // Point is what the harness measured with Repos idle GitRepositories.
 type Point struct {
 	Repos                  int
+	Interval, Reconcile    string  // spec.interval and spec.reconcileInterval of the idle repositories
 	RSSKiB                 float64 // settled (after forced GC cycles)
 	HeapKiB                float64 // Go heap in use, settled
 	FirstSyncSeconds       float64 // from the last create until the added repositories were Synced
@@ -29,9 +30,12 @@ type Point struct {
 	// cost, which ALUMIINI does not add to.
 	ControlPlaneIdleCPUPercent float64
 	RequestsPerMinute          map[string]float64
-	PushP50Ms, PushP99Ms       float64 // webhook POST → changed object seen by a watch
-	WebhookP50Ms               float64 // webhook reply time
-	WebhookP99Ms               float64
+	// Timer work in the quiet window: drift checks and polls per minute
+	// (the controller's alumiini_syncs_total).
+	DriftChecksPerMinute, PollsPerMinute float64
+	PushP50Ms, PushP99Ms                 float64 // webhook POST → changed object seen by a watch
+	WebhookP50Ms                         float64 // webhook reply time
+	WebhookP99Ms                         float64
 	// Where a push's time went, means over the pushes: its git fetch, and
 	// its whole sync (fetch, status writes, apply).
 	PushFetchMeanMs, PushSyncMeanMs float64
