@@ -28,7 +28,7 @@ func (s *syncState) status() *v1alpha1.GitRepositoryStatus {
 // one this controller last wrote (only the leader writes status, and a new
 // leader starts with empty Memories).
 func (s *syncState) refresh() error {
-	_ = s.settle()
+	_ = s.settle() // a failed write was logged and forgot the status: read it again
 	if s.mem.Status != nil {
 		return nil
 	}
@@ -59,8 +59,7 @@ func (s *syncState) writeStatus(_ context.Context, change func(st *v1alpha1.GitR
 // write of the sync settles first. It fails only when the status cannot be
 // read.
 func (s *syncState) writeStatusBeside(change func(st *v1alpha1.GitRepositoryStatus)) error {
-	_ = s.settle() // a failed write was logged, and refresh reads the status again
-	if err := s.refresh(); err != nil {
+	if err := s.refresh(); err != nil { // settles the write in flight first
 		s.log.Warn("status not written: cannot read the GitRepository", zap.Error(err))
 		return err
 	}
