@@ -69,7 +69,7 @@ func clusterFirstSync(b *testing.B, url string, members, n int) (float64, []floa
 	secs := time.Since(start).Seconds()
 	var rss []float64
 	for _, m := range ms {
-		r, _ := settledMemory(b, m.proc)
+		r, _ := settledMemory(b, m.proc, "")
 		rss = append(rss, r)
 	}
 	for _, m := range ms {

@@ -63,6 +63,14 @@ func (b *binary) build(t testing.TB) string {
 	return b.path
 }
 
+// remove deletes the build, so that test runs do not leave 165 MiB binaries
+// behind in the temporary directory.
+func (b *binary) remove() {
+	if b.path != "" {
+		os.RemoveAll(filepath.Dir(b.path))
+	}
+}
+
 // controllerBinary builds cmd/alumiini once per test run, or returns
 // $ALUMIINI_TEST_BINARY (a binary built with -race, say).
 func controllerBinary(t testing.TB) string {

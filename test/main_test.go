@@ -9,4 +9,6 @@ import (
 // env is the control plane shared by the end-to-end tests of this package.
 var env *testenv.Env
 
-func TestMain(m *testing.M) { testenv.Main(m, &env) }
+func TestMain(m *testing.M) {
+	testenv.Main(m, &env, controllerBin.remove, pluginBin.remove)
+}

@@ -161,7 +161,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		}
 		created = n
 		steady(cfg)
-		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl)
+		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl, cfg.heapProfile(n))
 		measureQuiet(b, cfg, ctrl, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
 		measurePlaneIdle(b, cfg, ctrl, &p)
@@ -278,6 +278,19 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 	return secs
 }
 
+// heapProfile is where the settled heap profile at n repositories is
+// written: beside the CPU profiles, or else beside the results.
+func (c scaleConfig) heapProfile(n int) string {
+	dir := c.profile
+	if dir == "" {
+		dir = c.out
+	}
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, fmt.Sprintf("heap-%d.pb.gz", n))
+}
+
 // steady waits cfg.steady, by default one reconcileInterval, so that every
 // repository has had its first drift check (they are spread over the
 // interval): the benchmark measures steady state, not the quiet minutes
@@ -287,10 +300,23 @@ func steady(cfg scaleConfig) { testenv.Hold(cfg.steady) }
 
 // settledMemory forces two GC cycles through the controller's pprof
 // endpoint (heap?gc=1) and returns its RSS and Go heap in use, in KiB.
-func settledMemory(b *testing.B, ctrl *proc) (rss, heap float64) {
+// With a path, it also writes the second cycle's heap profile there, so
+// that the memory figures come with what explains them.
+func settledMemory(b *testing.B, ctrl *proc, path string) (rss, heap float64) {
+	var profile string
 	for i := 0; i < 2; i++ {
-		if code, _, err := httpGet("http://" + ctrl.metrics + "/debug/pprof/heap?gc=1"); err != nil || code != http.StatusOK {
+		code, body, err := httpGet("http://" + ctrl.metrics + "/debug/pprof/heap?gc=1")
+		if err != nil || code != http.StatusOK {
 			b.Fatalf("force a GC through /debug/pprof/heap?gc=1: %d %v", code, err)
+		}
+		profile = body
+	}
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			b.Fatalf("write the heap profile: %v", err)
+		}
+		if err := os.WriteFile(path, []byte(profile), 0o644); err != nil {
+			b.Fatalf("write the heap profile: %v", err)
 		}
 	}
 	return processRSSKiB(b, ctrl.cmd.Process.Pid), ctrl.metricValue(b, "go_memstats_heap_inuse_bytes") / 1024

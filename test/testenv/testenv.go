@@ -107,8 +107,8 @@ func (e *Env) KubeConfig() ([]byte, error) {
 func (e *Env) Stop() error { return e.env.Stop() }
 
 // Main is TestMain for a package whose tests share one control plane: it
-// starts it, stores it in *env, runs the tests and stops it.
-func Main(m *testing.M, env **Env) {
+// starts it, stores it in *env, runs the tests, runs cleanups and stops it.
+func Main(m *testing.M, env **Env, cleanups ...func()) {
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
@@ -116,6 +116,9 @@ func Main(m *testing.M, env **Env) {
 	}
 	*env = e
 	code := m.Run()
+	for _, cleanup := range cleanups {
+		cleanup()
+	}
 	if err := e.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "testenv: stop:", err)
 	}
