@@ -48,6 +48,7 @@ func BenchmarkWebhookToApplied(b *testing.B) {
 	}
 	defer w.Stop()
 	var took []time.Duration
+	steps := stepMeans(b, ctrl)
 	b.ResetTimer()
 	for i := 1; i <= b.N; i++ {
 		b.StopTimer()
@@ -62,9 +63,25 @@ func BenchmarkWebhookToApplied(b *testing.B) {
 		took = append(took, time.Since(start))
 	}
 	b.StopTimer()
+	b.Logf("where a push's time went, mean ms per pipeline step: %s", formatSteps(steps()))
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99-ms")
+}
+
+// formatSteps lists step means in the pipeline's order of time spent,
+// largest first, rounded to 0.1 ms.
+func formatSteps(means map[string]float64) string {
+	names := make([]string, 0, len(means))
+	for name := range means {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return means[names[i]] > means[names[j]] })
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("%s %.1f", name, means[name])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func waitValue(b *testing.B, events <-chan watch.Event, want string) {

@@ -241,11 +241,22 @@ func httpGet(url string) (int, string, error) { return httpGetWithin(5*time.Seco
 // given label="value" pair, from the text exposition format.
 func (p *proc) metricValue(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
+	var sum float64
+	for _, v := range p.metricByLabel(t, name, "", labels...) {
+		sum += v
+	}
+	return sum
+}
+
+// metricByLabel is metricValue summed per value of the label by: the
+// samples without it are summed under "".
+func (p *proc) metricByLabel(t testing.TB, name, by string, labels ...string) map[string]float64 {
+	t.Helper()
 	_, body, err := httpGet("http://" + p.metrics + "/metrics")
 	if err != nil {
 		t.Fatalf("scrape metrics: %v", err)
 	}
-	var sum float64
+	sums := map[string]float64{}
 	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
@@ -261,11 +272,16 @@ func (p *proc) metricValue(t testing.TB, name string, labels ...string) float64 
 		}
 		fields := strings.Fields(line)
 		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err == nil {
-			sum += v
+		if err != nil {
+			continue
 		}
+		key := ""
+		if by != "" {
+			key = labelValue(line, by)
+		}
+		sums[key] += v
 	}
-	return sum
+	return sums
 }
 
 // createRepo creates a GitRepository.

@@ -391,6 +391,8 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	var applied, replies []time.Duration
 	fetch, sync := meanOf(b, ctrl, "alumiini_fetch_duration_seconds", `outcome="fetched"`),
 		meanOf(b, ctrl, "alumiini_sync_duration_seconds", `trigger="webhook"`)
+	steps := stepMeans(b, ctrl)
+	gcs, allocs := ctrl.metricValue(b, "go_gc_duration_seconds_count"), ctrl.metricValue(b, "go_memstats_alloc_bytes_total")
 	for i := 0; i < cfg.pushes; i++ {
 		want := fmt.Sprintf("%d-%d", p.Repos, i)
 		sha := hot.CommitStrings(want, map[string]string{"cm-00.yaml": configMapYAML("cm-00", ns, want)})
@@ -405,6 +407,33 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	p.PushP50Ms, p.PushP99Ms = quantileMs(applied, 0.5), quantileMs(applied, 0.99)
 	p.WebhookP50Ms, p.WebhookP99Ms = quantileMs(replies, 0.5), quantileMs(replies, 0.99)
 	p.PushFetchMeanMs, p.PushSyncMeanMs = fetch(), sync()
+	p.PushStepMeanMs = steps()
+	p.PushGCs = ctrl.metricValue(b, "go_gc_duration_seconds_count") - gcs
+	p.PushAllocKiB = (ctrl.metricValue(b, "go_memstats_alloc_bytes_total") - allocs) / 1024 / float64(cfg.pushes)
+	for _, d := range applied {
+		p.PushMs = append(p.PushMs, float64(d.Microseconds())/1000)
+	}
+}
+
+// stepMeans returns a function that reports the mean time, in
+// milliseconds, that webhook syncs spent in each step of the pipeline
+// (alumiini_sync_step_seconds) since stepMeans was called.
+func stepMeans(b *testing.B, ctrl *proc) func() map[string]float64 {
+	scrape := func() (sums, counts map[string]float64) {
+		return ctrl.metricByLabel(b, "alumiini_sync_step_seconds_sum", "step", `trigger="webhook"`),
+			ctrl.metricByLabel(b, "alumiini_sync_step_seconds_count", "step", `trigger="webhook"`)
+	}
+	sums0, counts0 := scrape()
+	return func() map[string]float64 {
+		sums, counts := scrape()
+		means := map[string]float64{}
+		for step, n := range counts {
+			if n -= counts0[step]; n > 0 {
+				means[step] = 1000 * (sums[step] - sums0[step]) / n
+			}
+		}
+		return means
+	}
 }
 
 // meanOf returns a function that reports the mean, in milliseconds, of the

@@ -14,6 +14,7 @@ type Metrics struct {
 	syncDuration  *prometheus.HistogramVec
 	syncs         *prometheus.CounterVec
 	fetchDuration *prometheus.HistogramVec
+	stepDuration  *prometheus.SummaryVec
 	applied       prometheus.Counter
 	pruned        prometheus.Counter
 	driftFound    prometheus.Counter
@@ -40,6 +41,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of git fetches by outcome (fetched, unchanged, error).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"outcome"}),
+		// Sums and counts only: a histogram per step and trigger would
+		// multiply the series for a figure whose mean is what tells.
+		stepDuration: prometheus.NewSummaryVec(prometheus.SummaryOpts{
+			Name: "alumiini_sync_step_seconds",
+			Help: "Time spent in each step of the sync pipeline, by trigger and step; queued is a webhook's wait for its repository's actor.",
+		}, []string{"trigger", "step"}),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "alumiini_objects_applied_total", Help: "Objects sent to the API server by server-side apply.",
 		}),
@@ -60,7 +67,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.syncDuration, m.syncs, m.fetchDuration, m.applied, m.pruned,
+		reg.MustRegister(m.syncDuration, m.syncs, m.fetchDuration, m.stepDuration, m.applied, m.pruned,
 			m.driftFound, m.driftFixed, m.actorsAlive, m.restarts)
 	}
 	return m
@@ -75,6 +82,11 @@ func (m *Metrics) Sync(trigger, result string, d time.Duration) {
 // Fetch records one fetch.
 func (m *Metrics) Fetch(outcome string, d time.Duration) {
 	m.fetchDuration.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// Step records the time one sync spent in one step.
+func (m *Metrics) Step(trigger, step string, d time.Duration) {
+	m.stepDuration.WithLabelValues(trigger, step).Observe(d.Seconds())
 }
 
 // Objects records objects applied and pruned by one sync.

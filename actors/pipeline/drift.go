@@ -13,12 +13,12 @@ import (
 // and, in Correct mode, re-applies what differs or is missing. It changes
 // only the Drifted condition.
 var driftSteps = []step{
-	driftEnabled, // drift: Ignore checks nothing
-	slot,         // a --max-concurrent-syncs slot: the check reads (and may write) the cluster
-	readStatus,   // the inventory, which says what this repository owns
-	driftQuick,   // nothing moved since ALUMIINI's last write or check: in sync
-	driftLoad,    // parse the checkout at the synced commit
-	driftCheck,   // compare (and correct) and judge
+	{"driftEnabled", driftEnabled},   // drift: Ignore checks nothing
+	{"drift/slot", slot},             // a --max-concurrent-syncs slot: the check reads (and may write) the cluster
+	{"drift/readStatus", readStatus}, // the inventory, which says what this repository owns
+	{"driftQuick", driftQuick},       // nothing moved since ALUMIINI's last write or check: in sync
+	{"driftLoad", driftLoad},         // parse the checkout at the synced commit
+	{"driftCheck", driftCheck},       // compare (and correct) and judge
 }
 
 func driftEnabled(_ context.Context, s *syncState) *Outcome {

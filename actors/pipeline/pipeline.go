@@ -98,27 +98,32 @@ type Pipeline struct {
 
 var _ actors.Syncer = (*Pipeline)(nil)
 
-// step is one part of a sync: it returns nil to hand on to the next step,
-// or the Outcome that ends the sync.
-type step func(ctx context.Context, s *syncState) *Outcome
+// step is one part of a sync: run returns nil to hand on to the next step,
+// or the Outcome that ends the sync. Its time is measured under name
+// (alumiini_sync_step_seconds), so that an operator can see where a slow
+// sync spends it.
+type step struct {
+	name string
+	run  func(ctx context.Context, s *syncState) *Outcome
+}
 
 // syncSteps is the sync, in order.
 var syncSteps = []step{
-	pending,       // a new repository says Pending
-	fetch,         // ls-remote (shared per remote); fetch when the remote moved
-	skipUnchanged, // the cluster holds this commit and generation (a reconcile runs driftSteps)
-	skipUnrelated, // the new commit changes no file this repository builds from
-	fetched,       // a new commit: repository fetched
-	dependencies,  // spec.dependsOn: wait until each is Ready; refuse a cycle
-	skipStalled,   // the manifests at this commit and generation do not parse
-	slot,          // wait for a --max-concurrent-syncs slot: what follows writes to the cluster
-	readStatus,    // the status (and the inventory pruning trusts) as the API server has it
-	announce,      // Syncing; deployment started
-	load,          // parse the checkout; choose the hashes to trust
-	apply,         // server-side apply what changed, then prune
-	record,        // hand the hashes and inputs to the Memory and the cache
-	await,         // spec.wait: until the applied objects are healthy
-	judge,         // Applied, Failed or Stalled
+	{"pending", pending},             // a new repository says Pending
+	{"fetch", fetch},                 // ls-remote (shared per remote); fetch when the remote moved
+	{"skipUnchanged", skipUnchanged}, // the cluster holds this commit and generation (a reconcile runs driftSteps, timed on their own)
+	{"skipUnrelated", skipUnrelated}, // the new commit changes no file this repository builds from
+	{"fetched", fetched},             // a new commit: repository fetched
+	{"dependencies", dependencies},   // spec.dependsOn: wait until each is Ready; refuse a cycle
+	{"skipStalled", skipStalled},     // the manifests at this commit and generation do not parse
+	{"slot", slot},                   // wait for a --max-concurrent-syncs slot: what follows writes to the cluster
+	{"readStatus", readStatus},       // the status (and the inventory pruning trusts) as the API server has it
+	{"announce", announce},           // Syncing; deployment started
+	{"load", load},                   // parse the checkout; choose the hashes to trust
+	{"apply", apply},                 // server-side apply what changed, then prune
+	{"record", record},               // hand the hashes and inputs to the Memory and the cache
+	{"await", await},                 // spec.wait: until the applied objects are healthy
+	{"judge", judge},                 // Applied, Failed or Stalled
 }
 
 // syncState is what the steps of one sync share.
@@ -150,10 +155,15 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	// Lazy: most syncs are quiet polls that log nothing, and encoding the
 	// fields up front was a tenth of a quiet poll's CPU.
 	s.log = p.Logger.WithLazy(zap.String("repository", repo.Key()), zap.String("trigger", string(req.Trigger)))
+	if !req.HeardAt.IsZero() {
+		p.Metrics.Step(string(req.Trigger), "queued", s.start.Sub(req.HeardAt)) // the webhook's wait for the actor
+	}
 	s.recall(ctx)
 	o := s.runSteps(syncSteps)
+	concluding := time.Now()
 	err := s.conclude(s.ctx, o)
 	_ = s.settle()
+	p.Metrics.Step(string(req.Trigger), "conclude", time.Since(concluding))
 	return s.mem, err
 }
 
@@ -161,7 +171,12 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 // sync's context as it is then: the slot step replaces it.
 func (s *syncState) runSteps(steps []step) *Outcome {
 	for _, st := range steps {
-		if o := st(s.ctx, s); o != nil {
+		start := time.Now()
+		o := st.run(s.ctx, s)
+		if st.name != "skipUnchanged" || s.req.Trigger != actors.TriggerReconcile {
+			s.p.Metrics.Step(string(s.req.Trigger), st.name, time.Since(start))
+		}
+		if o != nil {
 			return o
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -456,4 +457,52 @@ type signalApplier struct {
 func (s *signalApplier) Apply(ctx context.Context, objs []*unstructured.Unstructured, opts k8s.Options) (k8s.Result, error) {
 	s.once.Do(func() { close(s.applied) })
 	return s.fakeApplier.Apply(ctx, objs, opts)
+}
+
+// TestStepsAreTimed checks alumiini_sync_step_seconds: a webhook sync
+// counts its wait for the actor and each step it ran, and a reconcile of an
+// unchanged repository counts the drift steps, not the step that hands
+// over to them (whose time would count them twice).
+func TestStepsAreTimed(t *testing.T) {
+	r := newRig()
+	reg := prometheus.NewRegistry()
+	r.p.Metrics = metrics.New(reg)
+	heard := time.Now().Add(-time.Second)
+	mem, err := r.p.Sync(context.Background(), r.repo.DeepCopy(),
+		actors.SyncRequest{Trigger: actors.TriggerWebhook, Commit: r.source.commit, HeardAt: heard}, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sync(t, actors.TriggerReconcile, mem); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count, sum := map[string]uint64{}, map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "alumiini_sync_step_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetValue() + "/"
+			}
+			count[key], sum[key] = m.GetSummary().GetSampleCount(), m.GetSummary().GetSampleSum()
+		}
+	}
+	for _, key := range []string{"queued/webhook/", "fetch/webhook/", "apply/webhook/", "judge/webhook/", "conclude/webhook/",
+		"fetch/reconcile/", "driftQuick/reconcile/", "drift/readStatus/reconcile/", "conclude/reconcile/"} {
+		if count[key] != 1 {
+			t.Errorf("%s counted %d times; want once (all: %v)", key, count[key], count)
+		}
+	}
+	if sum["queued/webhook/"] < 1 {
+		t.Errorf("queued %.3fs; want the second between the webhook and the sync", sum["queued/webhook/"])
+	}
+	if n := count["skipUnchanged/reconcile/"]; n != 0 {
+		t.Errorf("skipUnchanged counted on a reconcile (%d): its time is the drift steps'", n)
+	}
 }

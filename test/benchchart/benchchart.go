@@ -39,6 +39,16 @@ type Point struct {
 	// Where a push's time went, means over the pushes: its git fetch, and
 	// its whole sync (fetch, status writes, apply).
 	PushFetchMeanMs, PushSyncMeanMs float64
+	// PushStepMeanMs is the mean time of each pipeline step over the
+	// pushes (the controller's alumiini_sync_step_seconds); queued is the
+	// wait from the webhook to the sync's start.
+	PushStepMeanMs map[string]float64 `json:",omitempty"`
+	// PushGCs are the controller's GC cycles during the pushes, and
+	// PushAllocKiB what it allocated per push: a push that meets a GC
+	// cycle of a large heap pays for its mark assists.
+	PushGCs      float64
+	PushAllocKiB float64
+	PushMs       []float64 `json:",omitempty"` // each push → applied, in order
 }
 
 // Peer is a figure of the controller users would pick instead, measured
