@@ -36,15 +36,23 @@ func LoadManifestsReading(root, dir string, dec *sops.Decryptor) ([]*unstructure
 	return l.objs, l.errs, read
 }
 
-// noteRead records that the build read path (absolute), when recording.
+// noteRead records that the build read path (absolute), as named and as
+// resolved, when recording.
 func (l *loader) noteRead(path string) {
 	if l.reads == nil {
 		return
 	}
-	for _, p := range []string{path, resolved(path)} {
-		if rel, err := filepath.Rel(l.root, p); err == nil && filepath.IsLocal(rel) {
-			l.reads[filepath.ToSlash(rel)] = true
-		}
+	l.noteReal(path)
+	l.noteReal(resolved(path))
+}
+
+// noteReal records path, absolute and already resolved, when recording.
+func (l *loader) noteReal(path string) {
+	if l.reads == nil {
+		return
+	}
+	if rel, err := filepath.Rel(l.root, path); err == nil && filepath.IsLocal(rel) {
+		l.reads[filepath.ToSlash(rel)] = true
 	}
 }
 

