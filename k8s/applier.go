@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -105,7 +106,10 @@ type Applier struct {
 	ctrl   dynamic.Interface // the controller's own, for GitRepositories
 	user   string            // the impersonated user of client, "" for the controller itself
 	mapper *restmapper.DeferredDiscoveryRESTMapper
-	disc   discovery.DiscoveryInterface // uncached: to tell "not served" from "discovery failed"
+	// mappings keeps what mapper found until it is reset: a lookup walks
+	// every served resource, and a quiet drift check needs one per kind.
+	mappings *mappingCache
+	disc     discovery.DiscoveryInterface // uncached: to tell "not served" from "discovery failed"
 
 	tenants               *tenantClients
 	defaultServiceAccount string
@@ -169,7 +173,8 @@ func NewApplier(cfg *rest.Config, options ...ApplierOption) (*Applier, error) {
 		return nil, fmt.Errorf("kubernetes metadata client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	a := &Applier{client: client, ctrl: client, meta: meta, mapper: mapper, disc: disc, tenants: newTenantClients(cfg, maxTenantClients)}
+	a := &Applier{client: client, ctrl: client, meta: meta, mapper: mapper, mappings: &mappingCache{}, disc: disc,
+		tenants: newTenantClients(cfg, maxTenantClients)}
 	for _, o := range options {
 		o(a)
 	}
@@ -407,15 +412,57 @@ func (r *run) guessNamespace(obj *unstructured.Unstructured) {
 // mapping finds the resource of a kind. On a miss it refreshes discovery
 // once, as the kind may come from a CRD applied moments ago.
 func (a *Applier) mapping(ctx context.Context, gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	key := mappingKey{gk, strings.Join(versions, ",")}
+	if m := a.mappings.get(key); m != nil {
+		return m, nil
+	}
 	m, err := a.mapper.RESTMappingWithContext(ctx, gk, versions...)
 	if meta.IsNoMatchError(err) {
+		a.mappings.clear()
 		a.mapper.ResetWithContext(ctx)
 		m, err = a.mapper.RESTMappingWithContext(ctx, gk, versions...)
 	}
 	if meta.IsNoMatchError(err) {
 		return nil, fmt.Errorf("%w (check apiVersion and kind, or install the CustomResourceDefinition that defines it)", err)
 	}
+	if err == nil {
+		a.mappings.put(key, m)
+	}
 	return m, err
+}
+
+// mappingKey is a lookup of Applier.mapping: a kind and the versions asked.
+type mappingKey struct {
+	gk       schema.GroupKind
+	versions string
+}
+
+// mappingCache holds the REST mappings found since the REST mapper was
+// last reset. It is as fresh as the mapper: both change only on a miss.
+type mappingCache struct {
+	mu sync.Mutex
+	m  map[mappingKey]*meta.RESTMapping
+}
+
+func (c *mappingCache) get(k mappingKey) *meta.RESTMapping {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *mappingCache) put(k mappingKey, m *meta.RESTMapping) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[mappingKey]*meta.RESTMapping{}
+	}
+	c.m[k] = m
+}
+
+func (c *mappingCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
 }
 
 func (a *Applier) resource(m *meta.RESTMapping, namespace string) dynamic.ResourceInterface {

@@ -223,11 +223,7 @@ func (a *Applier) Moved(ctx context.Context, refs []v1alpha1.ObjectRef, versions
 		if _, ok := versions[ObjectKey(ref)]; !ok {
 			return true, nil
 		}
-		// A repository's objects are mostly of a few kinds: one lookup
-		// each, as the REST mapper's lookups were most of a quiet check.
-		if i > 0 && ref.Group == refs[i-1].Group && ref.Kind == refs[i-1].Kind && ref.Version == refs[i-1].Version {
-			mappings[i] = mappings[i-1]
-		} else if mappings[i], err = a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version); err != nil {
+		if mappings[i], err = a.mapping(ctx, schema.GroupKind{Group: ref.Group, Kind: ref.Kind}, ref.Version); err != nil {
 			return true, err
 		}
 		objs[i] = MovedObject{Resource: mappings[i].Resource, Namespace: ref.Namespace, Name: ref.Name}

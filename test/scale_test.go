@@ -328,7 +328,7 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 	pids := controlPlanePIDs(b)
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	etcdBefore := cpuSeconds(b, pids["etcd"])
-	reqBefore := apiRequestsByVerb(b)
+	reqBefore := apiRequests(b)
 	syncs := func(trigger string) float64 {
 		return ctrl.metricValue(b, "alumiini_syncs_total", fmt.Sprintf("trigger=%q", trigger))
 	}
@@ -342,10 +342,15 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 	p.EtcdCPUPercent = 100 * (cpuSeconds(b, pids["etcd"]) - etcdBefore) / secs
 	p.DriftChecksPerMinute = (syncs("reconcile") - checksBefore) / cfg.quiet.Minutes()
 	p.PollsPerMinute = (syncs("poll") - pollsBefore) / cfg.quiet.Minutes()
-	p.RequestsPerMinute = map[string]float64{}
-	for verb, n := range apiRequestsByVerb(b) {
-		if d := n - reqBefore[verb]; d > 0 {
-			p.RequestsPerMinute[verb] = d / cfg.quiet.Minutes()
+	p.RequestsPerMinute, p.WritesPerMinute = map[string]float64{}, map[string]float64{}
+	for call, n := range apiRequests(b) {
+		d := (n - reqBefore[call]) / cfg.quiet.Minutes()
+		if d <= 0 {
+			continue
+		}
+		p.RequestsPerMinute[call.verb] += d
+		if call.write() {
+			p.WritesPerMinute[call.String()] += d
 		}
 	}
 }
@@ -513,17 +518,25 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 	return (utime + stime) / clockTicks
 }
 
-// apiRequestsByVerb sums the API server's apiserver_request_total by verb.
-func apiRequestsByVerb(b *testing.B) map[string]float64 {
-	out := map[string]float64{}
-	for call, n := range apiRequests(b) {
-		out[call.verb] += n
-	}
-	return out
-}
-
 // apiCall is one series of the API server's apiserver_request_total.
 type apiCall struct{ verb, resource, subresource, dryRun string }
+
+// write reports whether the call changes what the API server stores.
+func (c apiCall) write() bool {
+	switch c.verb {
+	case "CREATE", "POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION":
+		return c.dryRun == ""
+	}
+	return false
+}
+
+// String is "VERB resource/subresource".
+func (c apiCall) String() string {
+	if c.subresource == "" {
+		return c.verb + " " + c.resource
+	}
+	return c.verb + " " + c.resource + "/" + c.subresource
+}
 
 // apiRequests reads the API server's own count of the requests it served.
 func apiRequests(tb testing.TB) map[apiCall]float64 {

@@ -30,6 +30,9 @@ type Point struct {
 	// cost, which ALUMIINI does not add to.
 	ControlPlaneIdleCPUPercent float64
 	RequestsPerMinute          map[string]float64
+	// WritesPerMinute are the writes among them, by verb and resource
+	// ("APPLY gitrepositories/status"): a quiet controller makes none.
+	WritesPerMinute map[string]float64 `json:",omitempty"`
 	// Timer work in the quiet window: drift checks and polls per minute
 	// (the controller's alumiini_syncs_total).
 	DriftChecksPerMinute, PollsPerMinute float64
