@@ -356,6 +356,7 @@ func (a *repoActor) retryLater(req SyncRequest, err error) {
 	a.sys.log.Warn("sync failed; retrying",
 		zap.String("repository", a.key), zap.String("trigger", string(req.Trigger)),
 		zap.Duration("delay", delay), zap.Error(err))
+	req.Retry = true
 	a.failed = &req
 	stopTimer(a.retryTimer)
 	a.retryTimer = a.after(delay, &retryTick{})

@@ -63,7 +63,10 @@ type SyncRequest struct {
 	Commit  string // the pushed commit, for webhooks
 	// HeardAt is when the webhook of Commit arrived: git hosts send it
 	// once the push is in, so any ref listing begun since shows Commit.
-	HeardAt     time.Time
+	HeardAt time.Time
+	// Retry marks a request tried again after a failure: its HeardAt is
+	// a backoff ago, not a wait for the actor.
+	Retry       bool
 	RequestedAt string // the requestedAt annotation handled, for manual syncs
 	// Slot, set by the repository actor for the sync it starts, waits for
 	// one of the --max-concurrent-syncs slots and returns the context for
@@ -86,6 +89,7 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 	if o.HeardAt.After(r.HeardAt) {
 		r.HeardAt = o.HeardAt
 	}
+	r.Retry = r.Retry && o.Retry
 	if o.RequestedAt != "" {
 		r.RequestedAt = o.RequestedAt
 	}

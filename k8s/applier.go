@@ -106,8 +106,8 @@ type Applier struct {
 	ctrl   dynamic.Interface // the controller's own, for GitRepositories
 	user   string            // the impersonated user of client, "" for the controller itself
 	mapper *restmapper.DeferredDiscoveryRESTMapper
-	// mappings keeps what mapper found until it is reset: a lookup walks
-	// every served resource, and a quiet drift check needs one per kind.
+	// mappings keeps what mapper found lately: a lookup walks every served
+	// resource, and a quiet drift check needs one per kind.
 	mappings *mappingCache
 	disc     discovery.DiscoveryInterface // uncached: to tell "not served" from "discovery failed"
 
@@ -437,26 +437,40 @@ type mappingKey struct {
 	versions string
 }
 
-// mappingCache holds the REST mappings found since the REST mapper was
-// last reset. It is as fresh as the mapper: both change only on a miss.
+// mappingTTL bounds how long a mapping is trusted without asking the
+// mapper again. The cache is cleared when a lookup misses, but the mapper
+// may also refresh on its own (or just after a lookup began), and a kind
+// whose served versions changed meanwhile must not stay mapped wrong.
+const mappingTTL = time.Minute
+
+// mappingCache holds the REST mappings found lately.
 type mappingCache struct {
 	mu sync.Mutex
-	m  map[mappingKey]*meta.RESTMapping
+	m  map[mappingKey]cachedMapping
+}
+
+type cachedMapping struct {
+	m  *meta.RESTMapping
+	at time.Time
 }
 
 func (c *mappingCache) get(k mappingKey) *meta.RESTMapping {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[k]
+	e, ok := c.m[k]
+	if !ok || time.Since(e.at) > mappingTTL {
+		return nil
+	}
+	return e.m
 }
 
 func (c *mappingCache) put(k mappingKey, m *meta.RESTMapping) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[mappingKey]*meta.RESTMapping{}
+		c.m = map[mappingKey]cachedMapping{}
 	}
-	c.m[k] = m
+	c.m[k] = cachedMapping{m: m, at: time.Now()}
 }
 
 func (c *mappingCache) clear() {

@@ -318,7 +318,6 @@ func relTo(root, path string) string {
 	return path
 }
 
-// realPath returns the absolute path with symbolic links resolved.
 // resolveFile is the real path of a manifest file the walk found. A
 // regular file is its own: the walk starts in the real manifest directory
 // and does not follow links, and resolving each file again cost a quarter
@@ -338,6 +337,7 @@ func (l *loader) resolveFile(path string, regular bool) (string, error) {
 	return real, nil
 }
 
+// realPath returns the absolute path with symbolic links resolved.
 func realPath(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {

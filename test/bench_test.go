@@ -68,8 +68,7 @@ func BenchmarkWebhookToApplied(b *testing.B) {
 	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99-ms")
 }
 
-// formatSteps lists step means in the pipeline's order of time spent,
-// largest first, rounded to 0.1 ms.
+// formatSteps lists step means, largest first, rounded to 0.1 ms.
 func formatSteps(means map[string]float64) string {
 	names := make([]string, 0, len(means))
 	for name := range means {
@@ -108,13 +107,14 @@ func waitAllSynced(b *testing.B, ns string, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns)
-	tally := syncedTally{synced: map[string]bool{}}
+	var tally syncedTally
 	for ctx.Err() == nil {
 		list, err := res.List(ctx, metav1.ListOptions{})
 		if err != nil {
 			retryPause(ctx)
 			continue
 		}
+		tally = syncedTally{synced: map[string]bool{}} // afresh: deletions in a gap
 		for i := range list.Items {
 			tally.note(&list.Items[i], false)
 		}
@@ -129,7 +129,8 @@ func waitAllSynced(b *testing.B, ns string, n int) {
 		for ev := range w.ResultChan() {
 			u, ok := ev.Object.(*unstructured.Unstructured)
 			if !ok {
-				break // an error event: list again
+				retryPause(ctx) // an error event: list again, not at once
+				break
 			}
 			tally.note(u, ev.Type == watch.Deleted)
 			if tally.count >= n {

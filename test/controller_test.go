@@ -252,10 +252,23 @@ func (p *proc) metricValue(t testing.TB, name string, labels ...string) float64 
 // samples without it are summed under "".
 func (p *proc) metricByLabel(t testing.TB, name, by string, labels ...string) map[string]float64 {
 	t.Helper()
+	return sumByLabel(p.scrape(t), name, by, labels...)
+}
+
+// scrape reads the controller's /metrics.
+func (p *proc) scrape(t testing.TB) string {
+	t.Helper()
 	_, body, err := httpGet("http://" + p.metrics + "/metrics")
 	if err != nil {
 		t.Fatalf("scrape metrics: %v", err)
 	}
+	return body
+}
+
+// sumByLabel sums the samples of metric name in body (the text exposition
+// format) whose label set contains every given label="value" pair, per
+// value of the label by.
+func sumByLabel(body, name, by string, labels ...string) map[string]float64 {
 	sums := map[string]float64{}
 	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {

@@ -425,8 +425,9 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 // (alumiini_sync_step_seconds) since stepMeans was called.
 func stepMeans(b *testing.B, ctrl *proc) func() map[string]float64 {
 	scrape := func() (sums, counts map[string]float64) {
-		return ctrl.metricByLabel(b, "alumiini_sync_step_seconds_sum", "step", `trigger="webhook"`),
-			ctrl.metricByLabel(b, "alumiini_sync_step_seconds_count", "step", `trigger="webhook"`)
+		body := ctrl.scrape(b) // one scrape: a sync may still be ending
+		return sumByLabel(body, "alumiini_sync_step_seconds_sum", "step", `trigger="webhook"`),
+			sumByLabel(body, "alumiini_sync_step_seconds_count", "step", `trigger="webhook"`)
 	}
 	sums0, counts0 := scrape()
 	return func() map[string]float64 {

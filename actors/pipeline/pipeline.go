@@ -111,7 +111,7 @@ type step struct {
 var syncSteps = []step{
 	{"pending", pending},             // a new repository says Pending
 	{"fetch", fetch},                 // ls-remote (shared per remote); fetch when the remote moved
-	{"skipUnchanged", skipUnchanged}, // the cluster holds this commit and generation (a reconcile runs driftSteps, timed on their own)
+	{"skipUnchanged", skipUnchanged}, // the cluster holds this commit and generation (a reconcile runs driftSteps)
 	{"skipUnrelated", skipUnrelated}, // the new commit changes no file this repository builds from
 	{"fetched", fetched},             // a new commit: repository fetched
 	{"dependencies", dependencies},   // spec.dependsOn: wait until each is Ready; refuse a cycle
@@ -146,6 +146,9 @@ type syncState struct {
 	healthy   bool // await saw every applied object healthy
 
 	writing *statusWrite // the status write in flight (writeStatusBeside), nil when none
+	// stepLists counts the step lists run: skipUnchanged hands a
+	// reconcile over to driftSteps, whose steps are timed instead.
+	stepLists int
 }
 
 // Sync runs one sync of repo for req, starting from mem, and returns the
@@ -155,7 +158,7 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 	// Lazy: most syncs are quiet polls that log nothing, and encoding the
 	// fields up front was a tenth of a quiet poll's CPU.
 	s.log = p.Logger.WithLazy(zap.String("repository", repo.Key()), zap.String("trigger", string(req.Trigger)))
-	if !req.HeardAt.IsZero() {
+	if !req.HeardAt.IsZero() && !req.Retry {
 		p.Metrics.Step(string(req.Trigger), "queued", s.start.Sub(req.HeardAt)) // the webhook's wait for the actor
 	}
 	s.recall(ctx)
@@ -170,10 +173,11 @@ func (p *Pipeline) Sync(ctx context.Context, repo *v1alpha1.GitRepository, req a
 // runSteps runs steps in order until one ends the sync. Each gets the
 // sync's context as it is then: the slot step replaces it.
 func (s *syncState) runSteps(steps []step) *Outcome {
+	s.stepLists++
 	for _, st := range steps {
-		start := time.Now()
+		lists, start := s.stepLists, time.Now()
 		o := st.run(s.ctx, s)
-		if st.name != "skipUnchanged" || s.req.Trigger != actors.TriggerReconcile {
+		if s.stepLists == lists { // a step that ran a list of its own is timed by its steps
 			s.p.Metrics.Step(string(s.req.Trigger), st.name, time.Since(start))
 		}
 		if o != nil {

@@ -95,7 +95,8 @@ func (f *fakeApplier) Moved(context.Context, []v1alpha1.ObjectRef, map[string]st
 type fakeStatus struct {
 	server   v1alpha1.GitRepositoryStatus // what the API server holds
 	writeErr error
-	writes   int
+	calls    int // Write was called
+	writes   int // and wrote
 	gets     int
 	others   map[string]*v1alpha1.GitRepository // other GitRepositories, by key
 }
@@ -112,6 +113,7 @@ func (f *fakeStatus) Get(_ context.Context, ns, name string) (*v1alpha1.GitRepos
 }
 
 func (f *fakeStatus) Write(_ context.Context, repo *v1alpha1.GitRepository, st v1alpha1.GitRepositoryStatus) (bool, error) {
+	f.calls++
 	if equality.Semantic.DeepEqual(repo.Status, st) {
 		return false, nil
 	}
@@ -460,9 +462,11 @@ func (s *signalApplier) Apply(ctx context.Context, objs []*unstructured.Unstruct
 }
 
 // TestStepsAreTimed checks alumiini_sync_step_seconds: a webhook sync
-// counts its wait for the actor and each step it ran, and a reconcile of an
+// counts its wait for the actor and each step it ran; a reconcile of an
 // unchanged repository counts the drift steps, not the step that hands
-// over to them (whose time would count them twice).
+// over to them (its time would count them twice); a reconcile that finds
+// a new commit counts that step and no drift step; a retried webhook does
+// not count its backoff as a wait.
 func TestStepsAreTimed(t *testing.T) {
 	r := newRig()
 	reg := prometheus.NewRegistry()
@@ -473,28 +477,28 @@ func TestStepsAreTimed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sync(t, actors.TriggerReconcile, mem); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	count, sum := map[string]uint64{}, map[string]float64{}
-	for _, f := range families {
-		if f.GetName() != "alumiini_sync_step_seconds" {
-			continue
+	counts := func() (map[string]uint64, map[string]float64) {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, m := range f.GetMetric() {
-			key := ""
-			for _, l := range m.GetLabel() {
-				key += l.GetValue() + "/"
+		count, sum := map[string]uint64{}, map[string]float64{}
+		for _, f := range families {
+			if f.GetName() != "alumiini_sync_step_seconds" {
+				continue
 			}
-			count[key], sum[key] = m.GetSummary().GetSampleCount(), m.GetSummary().GetSampleSum()
+			for _, m := range f.GetMetric() {
+				key := ""
+				for _, l := range m.GetLabel() { // step, then trigger
+					key += l.GetValue() + "/"
+				}
+				count[key], sum[key] = m.GetSummary().GetSampleCount(), m.GetSummary().GetSampleSum()
+			}
 		}
+		return count, sum
 	}
-	for _, key := range []string{"queued/webhook/", "fetch/webhook/", "apply/webhook/", "judge/webhook/", "conclude/webhook/",
-		"fetch/reconcile/", "driftQuick/reconcile/", "drift/readStatus/reconcile/", "conclude/reconcile/"} {
+	count, sum := counts()
+	for _, key := range []string{"queued/webhook/", "fetch/webhook/", "apply/webhook/", "judge/webhook/", "conclude/webhook/"} {
 		if count[key] != 1 {
 			t.Errorf("%s counted %d times; want once (all: %v)", key, count[key], count)
 		}
@@ -502,7 +506,56 @@ func TestStepsAreTimed(t *testing.T) {
 	if sum["queued/webhook/"] < 1 {
 		t.Errorf("queued %.3fs; want the second between the webhook and the sync", sum["queued/webhook/"])
 	}
+
+	if mem, err = r.sync(t, actors.TriggerReconcile, mem); err != nil {
+		t.Fatal(err)
+	}
+	count, _ = counts()
+	for _, key := range []string{"fetch/reconcile/", "drift/readStatus/reconcile/", "driftCheck/reconcile/", "conclude/reconcile/"} {
+		if count[key] != 1 {
+			t.Errorf("%s counted %d times; want once (all: %v)", key, count[key], count)
+		}
+	}
 	if n := count["skipUnchanged/reconcile/"]; n != 0 {
-		t.Errorf("skipUnchanged counted on a reconcile (%d): its time is the drift steps'", n)
+		t.Errorf("skipUnchanged counted on a drift check (%d): its time is the drift steps'", n)
+	}
+
+	r.source.commit = "c2c2c2c2c2" // a reconcile that finds a new commit syncs it
+	if _, err = r.sync(t, actors.TriggerReconcile, mem); err != nil {
+		t.Fatal(err)
+	}
+	count, _ = counts()
+	if count["skipUnchanged/reconcile/"] != 1 || count["apply/reconcile/"] != 1 || count["driftCheck/reconcile/"] != 1 {
+		t.Errorf("a reconcile that applied: skipUnchanged %d, apply %d, driftCheck %d; want 1, 1 and still 1",
+			count["skipUnchanged/reconcile/"], count["apply/reconcile/"], count["driftCheck/reconcile/"])
+	}
+
+	retry := actors.SyncRequest{Trigger: actors.TriggerWebhook, Commit: r.source.commit, HeardAt: heard, Retry: true}
+	if _, err := r.p.Sync(context.Background(), r.repo.DeepCopy(), retry, mem); err != nil {
+		t.Fatal(err)
+	}
+	if count, _ = counts(); count["queued/webhook/"] != 1 || count["fetch/webhook/"] != 2 {
+		t.Errorf("a retried webhook: queued %d, fetch %d; want 1 (not again) and 2", count["queued/webhook/"], count["fetch/webhook/"])
+	}
+}
+
+// TestAQuietDriftCheckWritesNoStatus: a drift check that finds what the
+// last one found leaves the status alone without handing it to the
+// writer at all (most drift checks at scale end that way).
+func TestAQuietDriftCheckWritesNoStatus(t *testing.T) {
+	r := newRig()
+	mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mem, err = r.sync(t, actors.TriggerReconcile, mem); err != nil { // the first check says InSync
+		t.Fatal(err)
+	}
+	calls := r.status.calls
+	if _, err = r.sync(t, actors.TriggerReconcile, mem); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.status.calls - calls; n != 0 {
+		t.Fatalf("a quiet drift check called the status writer %d times; want 0", n)
 	}
 }
