@@ -47,7 +47,7 @@ func BenchmarkWebhookToApplied(b *testing.B) {
 	}
 	defer w.Stop()
 	var took []time.Duration
-	steps := stepMeans(b, ctrl)
+	steps := meansSince(b, ctrl, "alumiini_sync_step_seconds", "step", `trigger="webhook"`)
 	b.ResetTimer()
 	for i := 1; i <= b.N; i++ {
 		b.StopTimer()

@@ -396,7 +396,7 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	var applied, replies []time.Duration
 	fetch, sync := meanOf(b, ctrl, "alumiini_fetch_duration_seconds", `outcome="fetched"`),
 		meanOf(b, ctrl, "alumiini_sync_duration_seconds", `trigger="webhook"`)
-	steps := stepMeans(b, ctrl)
+	steps := meansSince(b, ctrl, "alumiini_sync_step_seconds", "step", `trigger="webhook"`)
 	gcs, allocs := ctrl.metricValue(b, "go_gc_duration_seconds_count"), ctrl.metricValue(b, "go_memstats_alloc_bytes_total")
 	for i := 0; i < cfg.pushes; i++ {
 		want := fmt.Sprintf("%d-%d", p.Repos, i)
@@ -420,39 +420,31 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	}
 }
 
-// stepMeans returns a function that reports the mean time, in
-// milliseconds, that webhook syncs spent in each step of the pipeline
-// (alumiini_sync_step_seconds) since stepMeans was called.
-func stepMeans(b *testing.B, ctrl *proc) func() map[string]float64 {
+// meanOf returns a function that reports the mean, in milliseconds, of the
+// controller's histogram or summary name (samples matching labels) over
+// the observations made since meanOf was called: where a push's time goes.
+func meanOf(b *testing.B, ctrl *proc, name string, labels ...string) func() float64 {
+	means := meansSince(b, ctrl, name, "", labels...)
+	return func() float64 { return means()[""] }
+}
+
+// meansSince is meanOf per value of the label by. Sums and counts come
+// from one scrape, as a sync may still be ending.
+func meansSince(b *testing.B, ctrl *proc, name, by string, labels ...string) func() map[string]float64 {
 	scrape := func() (sums, counts map[string]float64) {
-		body := ctrl.scrape(b) // one scrape: a sync may still be ending
-		return sumByLabel(body, "alumiini_sync_step_seconds_sum", "step", `trigger="webhook"`),
-			sumByLabel(body, "alumiini_sync_step_seconds_count", "step", `trigger="webhook"`)
+		body := ctrl.scrape(b)
+		return sumByLabel(body, name+"_sum", by, labels...), sumByLabel(body, name+"_count", by, labels...)
 	}
 	sums0, counts0 := scrape()
 	return func() map[string]float64 {
 		sums, counts := scrape()
 		means := map[string]float64{}
-		for step, n := range counts {
-			if n -= counts0[step]; n > 0 {
-				means[step] = 1000 * (sums[step] - sums0[step]) / n
+		for key, n := range counts {
+			if n -= counts0[key]; n > 0 {
+				means[key] = 1000 * (sums[key] - sums0[key]) / n
 			}
 		}
 		return means
-	}
-}
-
-// meanOf returns a function that reports the mean, in milliseconds, of the
-// controller's histogram name (samples matching labels) over the
-// observations made since meanOf was called: where a push's time goes.
-func meanOf(b *testing.B, ctrl *proc, name string, labels ...string) func() float64 {
-	sum, count := ctrl.metricValue(b, name+"_sum", labels...), ctrl.metricValue(b, name+"_count", labels...)
-	return func() float64 {
-		n := ctrl.metricValue(b, name+"_count", labels...) - count
-		if n <= 0 {
-			return 0
-		}
-		return 1000 * (ctrl.metricValue(b, name+"_sum", labels...) - sum) / n
 	}
 }
 
