@@ -167,10 +167,9 @@ func (l *loader) readFile(path string, regular bool) {
 		l.fail(path, fmt.Errorf("file is %d bytes, more than the %d a manifest file may have; split it", info.Size(), maxManifestBytes))
 		return
 	}
-	if regular {
-		l.noteReal(path)
-	} else {
-		l.noteRead(path)
+	l.noteReal(path) // as named and, for a link, as resolved above: not resolved twice
+	if real != path {
+		l.noteReal(real)
 	}
 	data, err := os.ReadFile(real)
 	if err != nil {
