@@ -63,9 +63,10 @@ func New(t testing.TB, opts ...Option) *Server {
 			t.Fatal(err)
 		}
 	}
+	prog, args := httpBackend(gitPath)
 	backend := &cgi.Handler{
-		Path: gitPath,
-		Args: []string{"http-backend"},
+		Path: prog,
+		Args: args,
 		Env: []string{
 			"GIT_PROJECT_ROOT=" + s.root,
 			"GIT_HTTP_EXPORT_ALL=1",
@@ -76,6 +77,20 @@ func New(t testing.TB, opts ...Option) *Server {
 	s.http = httptest.NewServer(s.wrap(backend))
 	t.Cleanup(s.http.Close)
 	return s
+}
+
+// httpBackend is the git-http-backend program itself, as web servers run
+// it: starting it through the git wrapper costs one more process per
+// request. It falls back to "git http-backend" when git's exec path does
+// not hold the program.
+func httpBackend(gitPath string) (prog string, args []string) {
+	if out, err := exec.Command(gitPath, "--exec-path").Output(); err == nil {
+		prog := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
+		if _, err := os.Stat(prog); err == nil {
+			return prog, nil
+		}
+	}
+	return gitPath, []string{"http-backend"}
 }
 
 // wrap counts requests and enforces basic auth in front of http-backend.
