@@ -163,3 +163,58 @@ func TestSchedulerUnlimitedGrantsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestSchedulerPaceHalvesAndRegrows(t *testing.T) {
+	s := newScheduler(8, 8, make(chan struct{}))
+	steps := []struct {
+		slow bool
+		want int
+	}{
+		{true, 4}, {true, 2}, {true, 1}, {true, 1}, // never below one slot
+		{false, 2}, {false, 3}, {true, 1},
+		{false, 2}, {false, 3}, {false, 4}, {false, 5}, {false, 6}, {false, 7}, {false, 8},
+		{false, 8}, // never above --max-concurrent-syncs
+	}
+	for i, st := range steps {
+		if _, got := s.pace(st.slow); got != st.want {
+			t.Fatalf("step %d (slow %v): limit %d, want %d", i, st.slow, got, st.want)
+		}
+	}
+}
+
+// TestSchedulerPaceHoldsGrantsUntilUnderTheLimit: four syncs run when the
+// limit halves to two; the next waiter starts only once three have ended,
+// and a quick answer lets one more start at once.
+func TestSchedulerPaceHoldsGrantsUntilUnderTheLimit(t *testing.T) {
+	s := newScheduler(4, 8, make(chan struct{}))
+	for i := 0; i < 4; i++ {
+		if !granted(s.enqueue(laneTimer)) {
+			t.Fatalf("sync %d not granted with a slot free", i)
+		}
+	}
+	s.pace(true)
+	waiters := []*ticket{s.enqueue(laneUrgent), s.enqueue(laneUrgent)}
+	for i := 1; i <= 3; i++ {
+		if granted(waiters[0]) {
+			t.Fatalf("a waiter started with %d of 4 running syncs ended and the limit at 2", i-1)
+		}
+		s.release()
+	}
+	if !granted(waiters[0]) || granted(waiters[1]) {
+		t.Fatalf("after 3 of 4 syncs ended at limit 2: granted %v, %v; want the first waiter only", granted(waiters[0]), granted(waiters[1]))
+	}
+	if was, now := s.pace(false); was != 2 || now != 3 {
+		t.Fatalf("quick answer: limit %d -> %d, want 2 -> 3", was, now)
+	}
+	if !granted(waiters[1]) {
+		t.Fatal("the second waiter did not start when the limit grew")
+	}
+}
+
+func TestSchedulerPaceWithoutALimitDoesNothing(t *testing.T) {
+	s := newScheduler(0, 8, make(chan struct{}))
+	s.pace(true)
+	if !granted(s.enqueue(laneTimer)) || !granted(s.enqueue(laneTimer)) {
+		t.Fatal("an unlimited scheduler held a sync after a slow answer")
+	}
+}
