@@ -40,47 +40,19 @@ type ticket struct {
 // scheduler hands out the --max-concurrent-syncs slots: urgent syncs first,
 // each lane first come first served. A scheduler with no limit grants at
 // once. Once stopping is closed it grants no more slots.
-//
-// How many slots may be in use (limit) can shrink below --max-concurrent-syncs
-// while the API server is slow to answer (pace): syncs already running
-// keep their slots, and fewer are granted until the number in use is under
-// the new limit.
 type scheduler struct {
 	limited  bool
-	slots    int // --max-concurrent-syncs
 	maxRun   int
 	stopping <-chan struct{}
 
 	mu            sync.Mutex
-	limit         int // slots that may be in use now, 1..slots
-	free          int // limit less the slots in use; negative after the limit shrank
+	free          int
 	urgent, timer []*ticket
 	run           int // urgent grants in a row while timer syncs waited
 }
 
 func newScheduler(slots, maxRun int, stopping <-chan struct{}) *scheduler {
-	return &scheduler{limited: slots > 0, slots: slots, limit: slots, free: slots, maxRun: maxRun, stopping: stopping}
-}
-
-// pace adapts the limit to how the API server keeps up: slow halves it
-// (down to one slot), quick gives one slot back (up to slots). It returns
-// the limit before and after.
-func (s *scheduler) pace(slow bool) (was, now int) {
-	if !s.limited {
-		return 0, 0
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	was = s.limit
-	switch {
-	case slow:
-		s.limit = max(1, s.limit/2)
-	case s.limit < s.slots:
-		s.limit++
-	}
-	s.free += s.limit - was
-	s.grantFree()
-	return was, s.limit
+	return &scheduler{limited: slots > 0, free: slots, maxRun: maxRun, stopping: stopping}
 }
 
 // newTicket is a sync's ticket for lane l, not in the queue yet: the
@@ -179,20 +151,11 @@ func (s *scheduler) release() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.free++
-	s.grantFree()
-}
-
-// grantFree hands the free slots to the waiters, in next's order.
-func (s *scheduler) grantFree() {
-	for s.free > 0 {
-		t := s.next()
-		if t == nil {
-			return
-		}
-		s.free--
+	if t := s.next(); t != nil {
 		s.grant(t)
+		return
 	}
+	s.free++
 }
 
 // next pops the ticket that gets the next slot: urgent first, except that

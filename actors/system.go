@@ -485,22 +485,6 @@ func (s *System) WatchAPI(ctx context.Context, probe func(context.Context) error
 	}()
 }
 
-// Pace adapts how many syncs run at once to how the API server keeps up
-// with this process: slow halves the --max-concurrent-syncs slots in use
-// (down to one; running syncs finish), quick gives one back. A cluster
-// member calls it from its Lease renews, so that members sharing a
-// starved API server slow down before their Leases expire.
-func (s *System) Pace(slow bool) {
-	was, now := s.slots.pace(slow)
-	switch {
-	case now < was:
-		s.log.Warn("the API server is slow to answer: running fewer syncs at once until it catches up",
-			zap.Int("max_concurrent_syncs", now), zap.Int("was", was))
-	case now > was && now == s.slots.slots:
-		s.log.Info("the API server keeps up again: running syncs at the full --max-concurrent-syncs", zap.Int("max_concurrent_syncs", now))
-	}
-}
-
 // wakeAPIWaiters tells every repository actor that the API server answers
 // again; only those whose last sync failed on it retry at once.
 func (s *System) wakeAPIWaiters(spread time.Duration) {

@@ -40,13 +40,6 @@ type LeaseConfig struct {
 	// RenewEvery is the renew and list period (default Duration/5).
 	RenewEvery time.Duration
 	Log        *zap.Logger
-	// Pace, when set, hears how fast the API server answers this member's
-	// Lease renews: slow each time a renew has waited another half renew
-	// period, quick when one was answered within a tenth of it. A member
-	// that slows its own syncs on slow renews keeps its Lease when the API
-	// server is short of CPU, instead of losing it and every repository with
-	// it (actors.System.Pace).
-	Pace func(slow bool)
 }
 
 func (c *LeaseConfig) validate() error {
@@ -239,7 +232,7 @@ func (p *LeaseProvider) listOnce(ctx context.Context) {
 // fence. (Bounding it by the renew period instead made every member of a
 // busy cluster fence itself: their Lease requests queue at the API server
 // behind their own syncs.)
-func (p *LeaseProvider) renew(parent context.Context) (err error) {
+func (p *LeaseProvider) renew(parent context.Context) error {
 	start := time.Now()
 	deadline := start.Add(p.cfg.Duration - 2*p.cfg.RenewEvery) // the first renew, in StartMember
 	if p.fence != nil {
@@ -247,8 +240,6 @@ func (p *LeaseProvider) renew(parent context.Context) (err error) {
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
-	answered := p.paceRenew(start)
-	defer func() { answered(err == nil) }()
 	leases := p.cfg.Client.CoordinationV1().Leases(p.cfg.Namespace)
 	lease, err := leases.Get(ctx, p.leaseName, metav1.GetOptions{})
 	switch {
@@ -270,38 +261,6 @@ func (p *LeaseProvider) renew(parent context.Context) (err error) {
 		p.fence.Reset(p.fenceAfter())
 	}
 	return nil
-}
-
-// paceRenew tells cfg.Pace how the renew that began at start fares: slow
-// every half renew period it goes unanswered. The returned func ends that
-// and, when the renew was quick, says so. A renew that failed quickly says
-// nothing about load, and neither does the first one (no fence yet: the
-// member is joining and runs nothing).
-func (p *LeaseProvider) paceRenew(start time.Time) (answered func(ok bool)) {
-	if p.cfg.Pace == nil || p.fence == nil {
-		return func(bool) {}
-	}
-	every := p.cfg.RenewEvery / 2
-	var mu sync.Mutex
-	ended := false
-	var t *time.Timer
-	t = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !ended {
-			p.cfg.Pace(true)
-			t.Reset(every)
-		}
-	})
-	return func(ok bool) {
-		mu.Lock()
-		ended = true
-		mu.Unlock()
-		t.Stop()
-		if ok && time.Since(start) < p.cfg.RenewEvery/10 {
-			p.cfg.Pace(false)
-		}
-	}
 }
 
 func (p *LeaseProvider) fill(l *coordinationv1.Lease, now time.Time) {

@@ -87,21 +87,13 @@ func (ctrl *controller) startNode() (*alucluster.Node, error) {
 		Name: c.ClusterName, Host: host, Port: port, AdvertisedHost: advertised,
 		Handler: alucluster.NewHandler(&ctrl.local, ctrl.view.local),
 		Lease: alucluster.LeaseConfig{Client: ctrl.kube, Namespace: c.LeaseNamespace, Member: member,
-			Duration: c.ClusterTimeout, Log: log, Pace: ctrl.pace},
+			Duration: c.ClusterTimeout, Log: log},
 	})
 	if err != nil {
 		return nil, err
 	}
 	log.Info("joined the cluster", zap.String("cluster", c.ClusterName), zap.String("address", node.Address()), zap.String("member", member))
 	return node, nil
-}
-
-// pace hands what this member's Lease renews show of the API server to the
-// running actors, if any (they start after the member joined).
-func (ctrl *controller) pace(slow bool) {
-	if sys := ctrl.paced.Load(); sys != nil {
-		sys.Pace(slow)
-	}
 }
 
 // followOwnership starts and stops repository actors as ownership moves.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,7 +92,6 @@ type controller struct {
 	sink      switchSink
 	local     switchSink // in cluster mode: this member's own actors
 	node      *alucluster.Node
-	paced     atomic.Pointer[actors.System] // the running actors, told how the API server keeps up (pace)
 	getenv    func(string) string
 	view      *actorView
 	grace     context.Context // ends the shutdown grace period after the signal
@@ -298,8 +296,6 @@ func (ctrl *controller) lead(ctx, fence context.Context, informer cache.SharedIn
 		OnRemove:           func(key string) { ctrl.forget(hashes, fetcher, key); p.Applier.Forget(key) },
 		Owns:               ctrl.owns(),
 	})
-	ctrl.paced.Store(sys)
-	defer ctrl.paced.Store(nil)
 	hashes = alucache.Start(sys.Root(), 5*time.Second)
 	p.Cache = hashes
 	defer func() { _ = hashes.Stop() }()
