@@ -325,6 +325,7 @@ func (r *run) applyOne(ctx context.Context, obj *unstructured.Unstructured, useH
 // keep records an object in the new inventory with its content hash and,
 // when known, the resourceVersion it has now.
 func (r *run) keep(ref v1alpha1.ObjectRef, hash, version string) {
+	ref = canonical(ref)
 	key := ObjectKey(ref)
 	r.inv[key] = ref
 	r.res.Hashes[key] = hash

@@ -2,9 +2,12 @@ package k8s
 
 import (
 	"encoding/base64"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"unique"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -128,5 +131,38 @@ func TestIsRemote(t *testing.T) {
 		if got := isRemote(ref); got != want {
 			t.Errorf("isRemote(%q) = %v, want %v", ref, got, want)
 		}
+	}
+}
+
+// TestCanonicalSharesRepeatedStrings: two refs decoded apart (strings of
+// their own) come out of canonical equal and sharing one copy of each
+// repeated field; the name stays the ref's own.
+func TestCanonicalSharesRepeatedStrings(t *testing.T) {
+	fresh := func(s string) string { return strings.Clone(s) }
+	ref := func(name string) v1alpha1.ObjectRef {
+		return v1alpha1.ObjectRef{Group: fresh("apps"), Version: fresh("v1"), Kind: fresh("Deployment"), Namespace: fresh("shop"), Name: fresh(name)}
+	}
+	// Handles held for the test: without them a GC between the two calls
+	// below could drop the shared copies, which canonical allows.
+	held := []unique.Handle[string]{unique.Make("apps"), unique.Make("v1"), unique.Make("Deployment"), unique.Make("shop")}
+	defer runtime.KeepAlive(held)
+	a, b := ref("web"), ref("api")
+	if unsafe.StringData(a.Kind) == unsafe.StringData(b.Kind) {
+		t.Fatal("the test's refs share strings before canonical")
+	}
+	ca, cb := canonical(a), canonical(b)
+	if ca != a || cb != b {
+		t.Fatalf("canonical changed a value: %+v -> %+v", a, ca)
+	}
+	for _, f := range []struct {
+		field string
+		x, y  string
+	}{{"group", ca.Group, cb.Group}, {"version", ca.Version, cb.Version}, {"kind", ca.Kind, cb.Kind}, {"namespace", ca.Namespace, cb.Namespace}} {
+		if unsafe.StringData(f.x) != unsafe.StringData(f.y) {
+			t.Errorf("%s: two copies of %q after canonical", f.field, f.x)
+		}
+	}
+	if unsafe.StringData(ca.Name) != unsafe.StringData(a.Name) {
+		t.Error("canonical replaced the name, which is the ref's own")
 	}
 }
