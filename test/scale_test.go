@@ -162,6 +162,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		created = n
 		steady(cfg)
 		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl, cfg.heapProfile(n))
+		p.LiveKiB = ctrl.metricValue(b, "go_gc_heap_live_bytes") / 1024
 		measureQuiet(b, cfg, ctrl, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
 		measurePlaneIdle(b, cfg, ctrl, &p)

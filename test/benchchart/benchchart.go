@@ -19,6 +19,7 @@ type Point struct {
 	Interval, Reconcile    string  // spec.interval and spec.reconcileInterval of the idle repositories
 	RSSKiB                 float64 // settled (after forced GC cycles)
 	HeapKiB                float64 // Go heap in use, settled
+	LiveKiB                float64 // the heap's live objects at the last GC, settled
 	FirstSyncSeconds       float64 // from the last create until the added repositories were Synced
 	BaselineSeconds        float64 // the same server-side applies issued directly
 	FirstSyncRatio         float64
