@@ -101,7 +101,7 @@ fuzz:
 BENCH_SCALE ?= 1000
 BENCH_OUT ?= $(CURDIR)/docs/bench
 bench: controlplane
-	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -run '^$$' -bench 'GitHubPush|WebhookToApplied|QuietPoll|PushedCommit|DriftCheck|LoadManifests' -benchmem -count=5 ./webhook/ ./gitsrc/ ./k8s/ ./k8s/clustertest/ ./test/
+	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -p 1 -run '^$$' -bench 'GitHubPush|WebhookToApplied|QuietPoll|PushedCommit|DriftCheck|LoadManifests' -benchmem -count=5 ./webhook/ ./gitsrc/ ./k8s/ ./k8s/clustertest/ ./test/
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" BENCH_SCALE=$(BENCH_SCALE) ALUMIINI_BENCH_OUT=$(BENCH_OUT) \
 		go test -run '^$$' -bench 'Scale|ClusterFirstSync' -benchtime 1x -timeout 3h ./test/
 

@@ -85,9 +85,9 @@ func New(t testing.TB, opts ...Option) *Server {
 // not hold the program.
 func httpBackend(gitPath string) (prog string, args []string) {
 	if out, err := exec.Command(gitPath, "--exec-path").Output(); err == nil {
-		prog := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
-		if _, err := os.Stat(prog); err == nil {
-			return prog, nil
+		direct := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
+		if _, err := os.Stat(direct); err == nil {
+			return direct, nil
 		}
 	}
 	return gitPath, []string{"http-backend"}
