@@ -46,7 +46,8 @@ func (l *loader) noteRead(path string) {
 	l.noteReal(resolved(path))
 }
 
-// noteReal records path, absolute and already resolved, when recording.
+// noteReal records path (absolute) as given, resolving nothing, when
+// recording: the caller has resolved it, or notes a link as named.
 func (l *loader) noteReal(path string) {
 	if l.reads == nil {
 		return
