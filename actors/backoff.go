@@ -87,3 +87,22 @@ func jitter(d time.Duration) time.Duration {
 func spread(d time.Duration, r float64) time.Duration {
 	return time.Duration(float64(d) * (0.1 + 0.9*r))
 }
+
+// aligned stretches d so that the timer fires on a grid that every actor
+// shares: the ticks due within one grain then fire on one wakeup of the
+// runtime instead of one each. At 1,000 repositories polling every
+// minute, a CPU profile put a quarter of the controller's idle CPU in the
+// runtime's search for work after such wakeups. The grain is a
+// sixteenth of d, at most a second, so short intervals keep their
+// precision and the timers their jitter.
+func aligned(now time.Time, d time.Duration) time.Duration {
+	grain := min(time.Second, d/16)
+	if grain <= 0 {
+		return d
+	}
+	due := now.Add(d)
+	if down := due.Truncate(grain); down.Before(due) {
+		due = down.Add(grain)
+	}
+	return due.Sub(now)
+}

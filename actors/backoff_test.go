@@ -118,3 +118,27 @@ func TestSpreadCoversTheInterval(t *testing.T) {
 		}
 	}
 }
+
+// Aligned timers fire on a grid shared by every actor, never early and
+// at most one grain late.
+func TestAlignedTimersShareAGrid(t *testing.T) {
+	now := time.Date(2026, 12, 6, 9, 0, 0, 123456789, time.UTC)
+	tests := []struct {
+		d, grain time.Duration
+	}{
+		{time.Minute, time.Second},
+		{10 * time.Minute, time.Second},
+		{8 * time.Second, 500 * time.Millisecond},
+		{54321 * time.Millisecond, time.Second},
+		{20 * time.Millisecond, 1250 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		got := aligned(now, tt.d)
+		if due := now.Add(got); got < tt.d || got >= tt.d+tt.grain || !due.Equal(due.Truncate(tt.grain)) {
+			t.Errorf("aligned(%v) = %v: due %v, want on the %v grid within one grain", tt.d, got, due, tt.grain)
+		}
+	}
+	if got := aligned(now, 0); got != 0 {
+		t.Errorf("aligned(0) = %v, want 0", got)
+	}
+}

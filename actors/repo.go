@@ -195,10 +195,30 @@ func (a *repoActor) tick(ctx actor.Context, trigger Trigger) {
 	}
 	if trigger == TriggerPoll {
 		a.armPoll(jitter(a.repo.Spec.PollInterval()))
+		if a.quietPoll() {
+			return
+		}
 	} else {
 		a.armDrift(jitter(a.repo.Spec.DriftInterval()))
 	}
 	a.trigger(ctx, SyncRequest{Trigger: trigger})
+}
+
+// quietPoll lets the Syncer answer a poll from memory (QuietPoller) when
+// nothing else is under way: no sync runs or waits to follow, and no
+// retry, dependency or API server wait would be settled by a sync.
+func (a *repoActor) quietPoll() bool {
+	q, ok := a.sys.cfg.Syncer.(QuietPoller)
+	if !ok || a.running != nil || a.next != nil || a.failed != nil || a.waitingDeps || a.apiWait {
+		return false
+	}
+	mem, quiet := q.QuietPoll(a.repo, a.memory)
+	if quiet {
+		a.memory = mem
+		a.stats.Syncs++
+		a.stats.LastTrigger, a.stats.LastError = TriggerPoll, nil
+	}
+	return quiet
 }
 
 func (a *repoActor) syncNow(ctx actor.Context, reply chan<- error) {
@@ -419,14 +439,18 @@ func (a *repoActor) armTimers() {
 }
 
 func (a *repoActor) armPoll(d time.Duration) {
-	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), time.Now().Add(d)
+	now := time.Now()
+	d = aligned(now, d)
+	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), now.Add(d)
 }
 
 // armDrift skips the drift timer of a repository whose drift mode is Ignore.
 func (a *repoActor) armDrift(d time.Duration) {
 	a.driftDue = time.Time{}
 	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
-		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), time.Now().Add(d)
+		now := time.Now()
+		d = aligned(now, d)
+		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), now.Add(d)
 	}
 }
 

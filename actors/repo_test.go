@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -327,4 +328,62 @@ func TestIdleActorsHoldNoGoroutines(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// quietRecorder answers polls from memory while quiet is set (QuietPoller),
+// handing back a Memory whose LastFetch counts its answers.
+type quietRecorder struct {
+	recorder
+	quiet   atomic.Bool
+	answers atomic.Int64
+	mu      sync.Mutex
+	seen    []time.Time // the LastFetch of each Memory it was asked with
+}
+
+func (q *quietRecorder) QuietPoll(_ *v1alpha1.GitRepository, mem Memory) (Memory, bool) {
+	q.mu.Lock()
+	q.seen = append(q.seen, mem.LastFetch)
+	q.mu.Unlock()
+	if !q.quiet.Load() {
+		return mem, false
+	}
+	mem.LastFetch = time.Unix(q.answers.Add(1), 0)
+	return mem, true
+}
+
+// A poll the Syncer answers from memory starts no sync, still counts as
+// a finished one, and hands its Memory to the next; a poll it cannot
+// answer, and every other trigger, runs the sync.
+func TestQuietPollsStartNoSync(t *testing.T) {
+	q := &quietRecorder{}
+	q.quiet.Store(true)
+	s := start(t, Config{Syncer: q})
+	s.Upsert(newRepo("ns", "a", 1, 10*time.Millisecond))
+	st := waitStatus(t, s, "ns/a", "five quiet polls", func(st RepoStatus) bool { return st.Syncs >= 6 })
+	if got := triggers(q.of("ns/a")); !slices.Equal(got, []Trigger{TriggerStartup}) {
+		t.Fatalf("syncs run = %v, want the startup sync only", got)
+	}
+	if st.LastTrigger != TriggerPoll {
+		t.Fatalf("last trigger %s, want poll", st.LastTrigger)
+	}
+	q.mu.Lock()
+	seen := slices.Clone(q.seen)
+	q.mu.Unlock()
+	for i := 1; i < len(seen) && i < 5; i++ { // each poll saw the Memory the one before returned
+		if want := time.Unix(int64(i), 0); !seen[i].Equal(want) {
+			t.Fatalf("poll %d was asked with LastFetch %v, want %v", i+1, seen[i], want)
+		}
+	}
+
+	if err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got := countTrigger(q.of("ns/a"), TriggerWebhook); got != 1 {
+			return fmt.Errorf("%d webhook syncs, want 1", got)
+		}
+		return nil
+	})
+	q.quiet.Store(false)
+	waitPolls(t, &q.recorder, "ns/a", 2)
 }

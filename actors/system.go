@@ -104,6 +104,16 @@ type Syncer interface {
 	Sync(ctx context.Context, repo *v1alpha1.GitRepository, req SyncRequest, mem Memory) (Memory, error)
 }
 
+// QuietPoller is a Syncer that can tell, from memory alone and without
+// waiting, that a poll would find nothing to do. The repository actor asks
+// it before starting a poll's sync: at thousands of idle repositories
+// polling every minute, the goroutine, the copy of the repository and the
+// sync itself were most of the controller's idle CPU. quiet false means
+// "run the sync"; when true, the returned Memory replaces the actor's.
+type QuietPoller interface {
+	QuietPoll(repo *v1alpha1.GitRepository, mem Memory) (next Memory, quiet bool)
+}
+
 // Memory is what one sync of a repository hands to the next. The repository
 // actor owns it: it travels to the sync with the request and comes back in
 // the sync's report, so no other place keeps a copy in step. A restarted

@@ -107,6 +107,7 @@ type Fetcher struct {
 // checkout and reading its index cost milliseconds (BenchmarkQuietPoll).
 type held struct {
 	src    *source
+	url    string // as the request named it
 	commit plumbing.Hash
 	path   string
 	res    Result

@@ -186,6 +186,23 @@ func (src *source) listedSince(notBefore time.Time) bool {
 	return !notBefore.IsZero() && l != nil && !l.started.Before(notBefore) && !l.failed()
 }
 
+// finished returns the last listing once it has finished, nil while one
+// is in flight or none was made.
+func (src *source) finished() *listing {
+	src.listMu <- struct{}{}
+	l := src.last
+	<-src.listMu
+	if l == nil {
+		return nil
+	}
+	select {
+	case <-l.done:
+		return l
+	default:
+		return nil
+	}
+}
+
 // setFetched notes the commit a fetch brought into the store.
 func (src *source) setFetched(h plumbing.Hash) {
 	src.fetchedMu.Lock()
@@ -349,8 +366,38 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 	if err != nil {
 		return Result{}, err
 	}
-	f.setHeld(req.Key, &held{src: src, commit: got, path: req.Path, res: res})
+	f.setHeld(req.Key, &held{src: src, url: req.URL, commit: got, path: req.Path, res: res})
 	return res, nil
+}
+
+// Unmoved answers from memory alone, without waiting and without touching
+// the disk, whether a Fetch of req would find nothing new: key's work tree
+// holds the commit that a finished ref listing of its source shows for
+// req.Ref, and that listing began at or after req.RefsNotBefore (a commit
+// pin needs no listing). It returns that commit and when the listing began.
+// False means only "ask Fetch": the listing is stale, failed or in flight,
+// or the key holds something else. req.Auth is not consulted: the key
+// keeps the source of its last Fetch, so a rotated Secret is read by the
+// next Fetch, which a stale listing forces within the poll interval.
+func (f *Fetcher) Unmoved(req Request) (string, time.Time, bool) {
+	f.mu.Lock()
+	h, ok := f.held[req.Key]
+	f.mu.Unlock()
+	if !ok || h.url != req.URL || h.path != req.Path {
+		return "", time.Time{}, false
+	}
+	if req.Ref.Commit != "" {
+		return h.res.Commit, time.Now(), req.Ref.Commit == h.res.Commit
+	}
+	l := h.src.finished()
+	if l == nil || l.err != nil || req.RefsNotBefore.IsZero() || l.started.Before(req.RefsNotBefore) {
+		return "", time.Time{}, false
+	}
+	want, err := resolveRef(l.refs, req.Ref, h.src.display)
+	if err != nil || want != h.commit {
+		return "", time.Time{}, false
+	}
+	return h.res.Commit, l.started, true
 }
 
 // stillHeld answers a request whose commit the key's work tree already

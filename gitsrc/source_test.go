@@ -240,6 +240,68 @@ func TestQuietPollAnsweredFromMemory(t *testing.T) {
 	assertTree(t, other.Dir, map[string]string{"b.yaml": "b: 1\n"})
 }
 
+// TestUnmovedFromTheSharedListing: Unmoved answers yes only when a
+// finished listing, fresh enough for the request, shows the commit the
+// key's work tree holds, for the same URL and path; it never asks the git
+// server.
+func TestUnmovedFromTheSharedListing(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "mono")
+	first := repo.CommitStrings("first", map[string]string{"apps/0/a.yaml": "a: 1\n"})
+	f := NewFetcher(t.TempDir())
+	a := Request{Key: "team/a", URL: repo.URL(), Ref: Ref{Branch: "main"}, Path: "apps/0"}
+	b := a
+	b.Key = "team/b"
+	listedFrom := time.Now()
+	mustFetch(t, f, a)
+	mustFetch(t, f, b)
+	pinned := a
+	pinned.Key, pinned.Ref = "team/pinned", Ref{Commit: first}
+	mustFetch(t, f, pinned)
+
+	fresh := listedFrom.Add(-time.Minute)
+	before := snapshot(srv)
+	tests := []struct {
+		name  string
+		req   func() Request
+		quiet bool
+	}{
+		{"fresh listing, same commit", func() Request { r := a; r.RefsNotBefore = fresh; return r }, true},
+		{"zero RefsNotBefore asks for a listing", func() Request { return a }, false},
+		{"listing older than allowed", func() Request { r := a; r.RefsNotBefore = time.Now().Add(time.Second); return r }, false},
+		{"another path", func() Request { r := a; r.RefsNotBefore, r.Path = fresh, "apps/1"; return r }, false},
+		{"another URL", func() Request { r := a; r.RefsNotBefore, r.URL = fresh, r.URL+"/"; return r }, false},
+		{"another branch", func() Request { r := a; r.RefsNotBefore, r.Ref = fresh, Ref{Branch: "dev"}; return r }, false},
+		{"a key never fetched", func() Request { r := a; r.RefsNotBefore, r.Key = fresh, "team/new"; return r }, false},
+		{"a pinned commit it holds", func() Request { return pinned }, true},
+	}
+	for _, tt := range tests {
+		commit, _, quiet := f.Unmoved(tt.req())
+		if quiet != tt.quiet || (quiet && commit != first) {
+			t.Errorf("%s: Unmoved = %q, %v; want %v at %s", tt.name, commit, quiet, tt.quiet, first)
+		}
+	}
+	if got := snapshot(srv).since(before); got != (counts{}) {
+		t.Fatalf("Unmoved asked the git server: %+v", got)
+	}
+
+	// Once b's listing shows a push, a is no longer quiet, though its own
+	// work tree did not change; and b, which fetched it, is quiet again.
+	second := repo.CommitStrings("second", map[string]string{"apps/0/a.yaml": "a: 2\n"})
+	pushedAt := time.Now()
+	b.RefsNotBefore = pushedAt
+	if res := mustFetch(t, f, b); res.Commit != second {
+		t.Fatalf("b fetched %s, want %s", res.Commit, second)
+	}
+	a.RefsNotBefore = fresh
+	if commit, _, quiet := f.Unmoved(a); quiet {
+		t.Fatalf("a is quiet at %s after a listing showed %s", commit, second)
+	}
+	if commit, at, quiet := f.Unmoved(b); !quiet || commit != second || at.Before(pushedAt) {
+		t.Fatalf("b after its fetch: Unmoved = %q at %v, %v; want %s from the listing begun after %v", commit, at, quiet, second, pushedAt)
+	}
+}
+
 // pushRig is a git server with a repository of one file, and a Fetcher
 // that has fetched its main branch for the request it returns.
 func pushRig(t *testing.T) (*gitserver.Server, *gitserver.Repo, *Fetcher, Request) {

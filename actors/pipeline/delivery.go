@@ -48,6 +48,33 @@ func (s *syncState) refsNotBefore() time.Time {
 	return oldest
 }
 
+// QuietPoll answers a poll from memory when the steps up to skipUnchanged
+// would end it there: the status says Synced at this generation and at
+// the commit that a ref listing, fresh enough for this poll, still shows
+// and the checkout holds. Nothing else is read: the status is the one the
+// actor holds, and the credentials are those of the last fetch (a stale
+// listing sends the poll through the pipeline, which reads the Secret).
+// The poll is counted as the pipeline would count it.
+func (p *Pipeline) QuietPoll(repo *v1alpha1.GitRepository, mem actors.Memory) (actors.Memory, bool) {
+	start := time.Now()
+	st := mem.Status
+	if st == nil {
+		st = &repo.Status
+	}
+	at := repo.Annotations[v1alpha1.AnnotationRequestedAt]
+	if st.Phase != v1alpha1.PhaseSynced || st.ObservedGeneration != repo.Generation || (at != "" && at != st.LastHandledRequestedAt) {
+		return mem, false
+	}
+	s := syncState{p: p, repo: repo, req: actors.SyncRequest{Trigger: actors.TriggerPoll}, mem: mem, start: start}
+	commit, listedAt, ok := p.Source.Unmoved(s.request())
+	if !ok || commit != st.LastSyncedCommit {
+		return mem, false
+	}
+	mem.LastFetch = listedAt
+	p.Metrics.Sync(string(actors.TriggerPoll), effects[Unchanged].metric, time.Since(start))
+	return mem, true
+}
+
 // skipUnrelated records as seen a new commit that changes no file the
 // cluster's objects were built from: nothing under spec.path, none of the
 // files outside it that the last build read. No apply, Event or CDEvent;

@@ -3,13 +3,16 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/false-systems/alumiini/actors"
+	"github.com/false-systems/alumiini/actors/metrics"
 	"github.com/false-systems/alumiini/crd/v1alpha1"
 	"github.com/false-systems/alumiini/k8s"
 )
@@ -162,6 +165,85 @@ func TestListingFreshness(t *testing.T) {
 			t.Errorf("%s after %v: %v, want %v", tt.trigger, tt.lastFetch, got, tt.want)
 		}
 	}
+}
+
+// A poll is answered from memory only when the sync would end at
+// skipUnchanged: Synced at this generation, no manual request pending,
+// and a fresh listing shows the commit the checkout holds. The answer
+// moves LastFetch to that listing and counts the poll.
+func TestQuietPoll(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(r *rig, mem *actors.Memory)
+		quiet bool
+	}{
+		{"synced and unmoved", func(*rig, *actors.Memory) {}, true},
+		{"status only in the informer's copy", func(r *rig, mem *actors.Memory) { r.repo.Status, mem.Status = *mem.Status, nil }, true},
+		{"no fresh listing", func(r *rig, _ *actors.Memory) { r.source.listedAt = time.Time{} }, false},
+		{"listing older than the last fetch", func(r *rig, mem *actors.Memory) { mem.LastFetch = r.source.listedAt.Add(time.Second) }, false},
+		{"the ref moved", func(r *rig, _ *actors.Memory) { r.source.commit = "c2c2c2c2c2" }, false},
+		{"a new generation", func(r *rig, _ *actors.Memory) { r.repo.Generation++ }, false},
+		{"a manual request pending", func(r *rig, _ *actors.Memory) {
+			r.repo.Annotations = map[string]string{v1alpha1.AnnotationRequestedAt: "now"}
+		}, false},
+		{"failed", func(r *rig, mem *actors.Memory) {
+			st := mem.Status.DeepCopy()
+			st.Phase = v1alpha1.PhaseFailed
+			mem.Status = st
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig()
+			reg := prometheus.NewRegistry()
+			r.p.Metrics = metrics.New(reg)
+			mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+			if err != nil || mem.Status == nil || mem.Status.Phase != v1alpha1.PhaseSynced {
+				t.Fatalf("first sync: %v, status %+v", err, mem.Status)
+			}
+			r.source.listedAt = time.Now()
+			mem.LastFetch = r.source.listedAt.Add(-time.Second)
+			tt.setup(r, &mem)
+			applies, writes := r.applier.applies, r.status.writes
+			next, quiet := r.p.QuietPoll(r.repo, mem)
+			if quiet != tt.quiet {
+				t.Fatalf("QuietPoll = %v, want %v", quiet, tt.quiet)
+			}
+			polls := syncsCounted(t, reg, "unchanged", string(actors.TriggerPoll))
+			switch {
+			case quiet && (!next.LastFetch.Equal(r.source.listedAt) || polls != 1):
+				t.Fatalf("quiet: LastFetch %v (listing %v), %v polls counted; want the listing's time, 1", next.LastFetch, r.source.listedAt, polls)
+			case !quiet && (!reflect.DeepEqual(next, mem) || polls != 0):
+				t.Fatalf("not quiet: Memory changed or %v polls counted", polls)
+			case r.applier.applies != applies || r.status.writes != writes:
+				t.Fatalf("QuietPoll applied %d times and wrote %d statuses", r.applier.applies-applies, r.status.writes-writes)
+			}
+		})
+	}
+}
+
+// syncsCounted is alumiini_syncs_total for one result and trigger.
+func syncsCounted(t *testing.T, reg *prometheus.Registry, result, trigger string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "alumiini_syncs_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["result"] == result && labels["trigger"] == trigger {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 type slotKey struct{}

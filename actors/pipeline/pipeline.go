@@ -25,9 +25,12 @@ import (
 	"github.com/false-systems/alumiini/k8s"
 )
 
-// Source fetches a ref into a checkout (gitsrc.Fetcher).
+// Source fetches a ref into a checkout (gitsrc.Fetcher). Unmoved answers
+// from memory, without waiting, that a Fetch of req would find the commit
+// it returns already checked out, as a listing begun at listedAt shows.
 type Source interface {
 	Fetch(ctx context.Context, req gitsrc.Request) (gitsrc.Result, error)
+	Unmoved(req gitsrc.Request) (commit string, listedAt time.Time, ok bool)
 }
 
 // Applier applies, prunes and compares objects (k8s.Applier).
@@ -96,7 +99,10 @@ type Pipeline struct {
 	Fence context.Context
 }
 
-var _ actors.Syncer = (*Pipeline)(nil)
+var (
+	_ actors.Syncer      = (*Pipeline)(nil)
+	_ actors.QuietPoller = (*Pipeline)(nil)
+)
 
 // step is one part of a sync: run returns nil to hand on to the next step,
 // or the Outcome that ends the sync. Its time is measured under name

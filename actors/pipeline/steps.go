@@ -101,10 +101,18 @@ func (s *syncState) gitRequest(ctx context.Context) (gitsrc.Request, *Outcome) {
 			return gitsrc.Request{}, failed("FetchFailed", err)
 		}
 	}
+	req := s.request()
+	req.Auth = auth
+	return req, nil
+}
+
+// request is the fetch request of this sync, without credentials.
+func (s *syncState) request() gitsrc.Request {
+	spec := s.repo.Spec
 	ref := spec.GitRef()
-	return gitsrc.Request{Key: s.repo.Key(), URL: spec.URL, Path: spec.Path, Auth: auth,
+	return gitsrc.Request{Key: s.repo.Key(), URL: spec.URL, Path: spec.Path,
 		Ref:           gitsrc.Ref{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit},
-		RefsNotBefore: s.refsNotBefore(), Expect: s.req.Commit}, nil
+		RefsNotBefore: s.refsNotBefore(), Expect: s.req.Commit}
 }
 
 func fetchOutcome(res gitsrc.Result, err error) string {

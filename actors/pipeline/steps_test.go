@@ -38,6 +38,7 @@ type fakeSource struct {
 	dropped            []string // symlinks gitsrc removed
 	changed            []string // paths the new commit changes; nil: unknown
 	last               gitsrc.Request
+	listedAt           time.Time // of the last listing; zero: none
 }
 
 func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result, error) {
@@ -49,6 +50,14 @@ func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result
 		Previous: f.checkedOut, ChangedPaths: f.changed}
 	f.checkedOut = f.commit
 	return res, nil
+}
+
+// Unmoved says quiet when a listing is set (listedAt), shows the commit
+// checked out, and is fresh enough for the request.
+func (f *fakeSource) Unmoved(req gitsrc.Request) (string, time.Time, bool) {
+	f.last = req
+	fresh := !f.listedAt.IsZero() && !req.RefsNotBefore.IsZero() && !f.listedAt.Before(req.RefsNotBefore)
+	return f.checkedOut, f.listedAt, fresh && f.err == nil && f.commit == f.checkedOut
 }
 
 type fakeApplier struct {
