@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,12 +101,24 @@ func waitValue(b *testing.B, events <-chan watch.Event, want string) {
 // them once and then follows a watch: polling with a LIST of every
 // GitRepository, each with its inventory, loaded the API server it
 // measures (at 10,000, one LIST a second was a fifth of its CPU during the
-// first sync, which the direct-apply baseline did not pay).
-func waitAllSynced(b *testing.B, ns string, n int) {
+// first sync, which the direct-apply baseline did not pay). It fails at
+// once when one of ctrls exits.
+func waitAllSynced(b *testing.B, ns string, n int, ctrls ...*proc) {
 	b.Helper()
 	timeout := max(10*time.Minute, time.Duration(n)*200*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	var dead atomic.Pointer[proc]
+	for _, p := range ctrls { // a controller that exited will sync nothing more
+		go func() {
+			select {
+			case <-p.exited:
+				dead.Store(p)
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	res := env.Dynamic.Resource(v1alpha1.GitRepositoryResource).Namespace(ns)
 	var tally syncedTally
 	for ctx.Err() == nil {
@@ -139,6 +152,9 @@ func waitAllSynced(b *testing.B, ns string, n int) {
 			}
 		}
 		w.Stop()
+	}
+	if p := dead.Load(); p != nil {
+		b.Fatalf("%d of %d GitRepositories synced when a controller exited; its last log lines:\n%s", tally.count, n, lastLines(p.Logs(), 40))
 	}
 	b.Fatalf("%d of %d GitRepositories synced within %s", tally.count, n, timeout)
 }
@@ -187,4 +203,10 @@ func processRSSKiB(b *testing.B, pid int) float64 {
 	}
 	b.Fatal("no VmRSS in /proc status")
 	return 0
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,8 +66,13 @@ func clusterFirstSync(b *testing.B, url string, members, n int) (float64, []floa
 		m.waitReady(b)
 	}
 	waitMembers(b, ns, members)
+	defer apiLoad(b, fmt.Sprintf("%d member(s)", members))()
 	start := createIdleRepos(b, cfg, ns, url, 0, n)
-	waitAllSynced(b, ns, n)
+	procs := make([]*proc, len(ms))
+	for i, m := range ms {
+		procs[i] = m.proc
+	}
+	waitAllSynced(b, ns, n, procs...)
 	secs := time.Since(start).Seconds()
 	var rss []float64
 	for _, m := range ms {
@@ -93,4 +100,70 @@ func waitMembers(b *testing.B, ns string, want int) {
 		}
 		return nil
 	})
+}
+
+// apiLoad logs what the API server served from now until the returned
+// func runs (also when the benchmark fails): the calls it served most,
+// with their mean time, every Lease call, and the mean queueing of each
+// priority level. It says which traffic crowds out the members' Lease
+// renewals.
+func apiLoad(b *testing.B, what string) func() {
+	before, start := apiMetrics(b), time.Now()
+	return func() {
+		after := apiMetrics(b)
+		took := time.Since(start).Seconds()
+		count := diffCalls(apiCalls(before, "apiserver_request_total"), apiCalls(after, "apiserver_request_total"))
+		sum := diffCalls(apiCalls(before, "apiserver_request_duration_seconds_sum"), apiCalls(after, "apiserver_request_duration_seconds_sum"))
+		calls := make([]apiCall, 0, len(count))
+		for c := range count {
+			calls = append(calls, c)
+		}
+		sort.Slice(calls, func(i, j int) bool { return count[calls[i]] > count[calls[j]] })
+		var lines []string
+		for i, c := range calls {
+			if i < 12 || c.resource == "leases" {
+				lines = append(lines, fmt.Sprintf("%-40s %8.0f  %6.1f/s  mean %7.1f ms", c, count[c], count[c]/took, 1000*sum[c]/count[c]))
+			}
+		}
+		waits := diffLevels(before, after)
+		b.Logf("API server load over %.0f s, %s:\n%s\nmean APF queueing by priority level: %s", took, what, strings.Join(lines, "\n"), waits)
+	}
+}
+
+// diffCalls is after minus before, dropping calls that did not change.
+func diffCalls(before, after map[apiCall]float64) map[apiCall]float64 {
+	out := map[apiCall]float64{}
+	for c, v := range after {
+		if d := v - before[c]; d > 0 {
+			out[c] = d
+		}
+	}
+	return out
+}
+
+// diffLevels is the mean APF queueing wait of each priority level that
+// queued a request between two scrapes.
+func diffLevels(before, after string) string {
+	level := func(raw, metric string) map[string]float64 {
+		out := map[string]float64{}
+		for _, line := range strings.Split(raw, "\n") {
+			if strings.HasPrefix(line, metric+"{") {
+				fields := strings.Fields(line)
+				v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+				out[labelValue(line, "priority_level")] += v
+			}
+		}
+		return out
+	}
+	const wait = "apiserver_flowcontrol_request_wait_duration_seconds"
+	sum0, sum1 := level(before, wait+"_sum"), level(after, wait+"_sum")
+	n0, n1 := level(before, wait+"_count"), level(after, wait+"_count")
+	var parts []string
+	for l, n := range n1 {
+		if d := n - n0[l]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f × %.1f ms", l, d, 1000*(sum1[l]-sum0[l])/d))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }

@@ -100,6 +100,7 @@ type proc struct {
 	metrics string
 	health  string
 	done    chan error
+	exited  chan struct{} // closed when the process has ended
 	mu      sync.Mutex
 	logs    bytes.Buffer
 }
@@ -152,7 +153,7 @@ func (p *proc) lostPortRace() bool {
 // launchController starts one controller process (startControllerEnv).
 func launchController(t testing.TB, environ []string, extra ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1)}
+	p := &proc{t: t, webhook: freeAddr(t), metrics: freeAddr(t), health: freeAddr(t), done: make(chan error, 1), exited: make(chan struct{})}
 	args := append([]string{
 		"--kubeconfig", shippedIdentity(t, extra),
 		"--webhook-addr", p.webhook, "--metrics-addr", p.metrics, "--health-addr", p.health,
@@ -176,7 +177,9 @@ func launchController(t testing.TB, environ []string, extra ...string) *proc {
 			p.logs.WriteString(sc.Text() + "\n")
 			p.mu.Unlock()
 		}
-		p.done <- p.cmd.Wait()
+		err := p.cmd.Wait()
+		close(p.exited)
+		p.done <- err
 	}()
 	t.Cleanup(func() {
 		if p.cmd.ProcessState == nil {

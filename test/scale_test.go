@@ -150,7 +150,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	for _, n := range cfg.points {
 		p := benchchart.Point{Repos: n, Interval: cfg.intervalAt(n), Reconcile: cfg.reconcile}
 		start := createIdleRepos(b, cfg, ns, idle.URL(), created, n)
-		waitAllSynced(b, ns, n+1) // +1: the hot repository
+		waitAllSynced(b, ns, n+1, ctrl) // +1: the hot repository
 		p.FirstSyncSeconds = time.Since(start).Seconds()
 		p.BaselineSeconds = directApplies(b, cfg, ns, created, n)
 		if p.BaselineSeconds > 0 {
@@ -534,14 +534,24 @@ func (c apiCall) String() string {
 
 // apiRequests reads the API server's own count of the requests it served.
 func apiRequests(tb testing.TB) map[apiCall]float64 {
+	return apiCalls(apiMetrics(tb), "apiserver_request_total")
+}
+
+// apiMetrics scrapes the API server's own /metrics.
+func apiMetrics(tb testing.TB) string {
 	tb.Helper()
 	raw, err := env.Kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		tb.Fatalf("scrape the API server's /metrics: %v", err)
 	}
+	return string(raw)
+}
+
+// apiCalls sums the samples of one metric of a scrape by apiCall.
+func apiCalls(raw, metric string) map[apiCall]float64 {
 	out := map[apiCall]float64{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
+	for _, line := range strings.Split(raw, "\n") {
+		if !strings.HasPrefix(line, metric+"{") {
 			continue
 		}
 		call := apiCall{labelValue(line, "verb"), labelValue(line, "resource"), labelValue(line, "subresource"), labelValue(line, "dry_run")}
