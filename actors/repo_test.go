@@ -387,3 +387,37 @@ func TestQuietPollsStartNoSync(t *testing.T) {
 	q.quiet.Store(false)
 	waitPolls(t, &q.recorder, "ns/a", 2)
 }
+
+// A poll while a failed sync waits for its retry runs the sync, though
+// the Syncer would call it quiet: the sync settles the failure.
+func TestAPollAfterAFailureIsNotAnsweredFromMemory(t *testing.T) {
+	q := &quietRecorder{}
+	q.quiet.Store(true)
+	var before atomic.Int64 // polls answered from memory before the first poll's sync
+	before.Store(-1)
+	q.fn = func(_ context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
+		if req.Trigger == TriggerStartup {
+			return errors.New("git host unreachable")
+		}
+		before.CompareAndSwap(-1, q.answers.Load())
+		return nil
+	}
+	s := NewSystem(Config{Syncer: q, Backoff: Backoff{Base: time.Hour, Max: time.Hour}})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	s.Upsert(newRepo("ns", "a", 1, 10*time.Millisecond))
+	waitPolls(t, &q.recorder, "ns/a", 1)
+	if n := before.Load(); n != 0 {
+		t.Fatalf("%d polls answered from memory while a retry was pending", n)
+	}
+	// The poll's sync succeeded: the next polls are answered from memory.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if q.answers.Load() == 0 {
+			return errors.New("no poll answered from memory after the failure was settled")
+		}
+		return nil
+	})
+}

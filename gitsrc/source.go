@@ -95,7 +95,9 @@ func (f *Fetcher) acquire(key string, r remote, a *Auth) *source {
 }
 
 // releaseLocked detaches key from its source and deletes a source nobody
-// uses any more, store and all. f.mu must be held.
+// uses any more, store and all. f.mu must be held. (Quiet polls wait on
+// f.mu meanwhile; a source is released only when a repository is deleted
+// or changes remote or credentials.)
 func (f *Fetcher) releaseLocked(key string) {
 	id, ok := f.keySource[key]
 	if !ok {
@@ -374,30 +376,30 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 // the disk, whether a Fetch of req would find nothing new: key's work tree
 // holds the commit that a finished ref listing of its source shows for
 // req.Ref, and that listing began at or after req.RefsNotBefore (a commit
-// pin needs no listing). It returns that commit and when the listing began.
-// False means only "ask Fetch": the listing is stale, failed or in flight,
-// or the key holds something else. req.Auth is not consulted: the key
-// keeps the source of its last Fetch, so a rotated Secret is read by the
-// next Fetch, which a stale listing forces within the poll interval.
-func (f *Fetcher) Unmoved(req Request) (string, time.Time, bool) {
+// pin needs no listing). It returns that commit. False means only "ask
+// Fetch": the listing is stale, failed or in flight, or the key holds
+// something else. req.Auth is not consulted: the answer uses the source
+// of the key's last Fetch, so the caller decides how long credentials may
+// go unread.
+func (f *Fetcher) Unmoved(req Request) (string, bool) {
 	f.mu.Lock()
 	h, ok := f.held[req.Key]
 	f.mu.Unlock()
 	if !ok || h.url != req.URL || h.path != req.Path {
-		return "", time.Time{}, false
+		return "", false
 	}
-	if req.Ref.Commit != "" {
-		return h.res.Commit, time.Now(), req.Ref.Commit == h.res.Commit
+	want := plumbing.NewHash(req.Ref.Commit)
+	if req.Ref.Commit == "" {
+		l := h.src.finished()
+		if l == nil || l.err != nil || req.RefsNotBefore.IsZero() || l.started.Before(req.RefsNotBefore) {
+			return "", false
+		}
+		var err error
+		if want, err = resolveRef(l.refs, req.Ref, h.src.display); err != nil {
+			return "", false
+		}
 	}
-	l := h.src.finished()
-	if l == nil || l.err != nil || req.RefsNotBefore.IsZero() || l.started.Before(req.RefsNotBefore) {
-		return "", time.Time{}, false
-	}
-	want, err := resolveRef(l.refs, req.Ref, h.src.display)
-	if err != nil || want != h.commit {
-		return "", time.Time{}, false
-	}
-	return h.res.Commit, l.started, true
+	return h.res.Commit, want == h.commit
 }
 
 // stillHeld answers a request whose commit the key's work tree already

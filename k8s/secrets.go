@@ -36,10 +36,7 @@ func NewSecrets(client kubernetes.Interface, ttl time.Duration) *Secrets {
 // Data returns the data of Secret namespace/name.
 func (s *Secrets) Data(ctx context.Context, namespace, name string) (map[string][]byte, error) {
 	key := namespace + "/" + name
-	s.mu.Lock()
-	e, ok := s.entries[key]
-	s.mu.Unlock()
-	if ok && s.now().Sub(e.fetched) < s.ttl {
+	if e, ok := s.fresh(key); ok {
 		return e.data, nil
 	}
 	sec, err := s.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -72,6 +69,21 @@ func (s *Secrets) SecretValue(ctx context.Context, namespace, name, key string) 
 		return nil, fmt.Errorf("Secret %s/%s has no key %q: add it", namespace, name, key)
 	}
 	return v, nil
+}
+
+// Cached reports whether Data would answer from memory, without an API
+// request: the Secret was read less than the TTL ago.
+func (s *Secrets) Cached(namespace, name string) bool {
+	_, ok := s.fresh(namespace + "/" + name)
+	return ok
+}
+
+// fresh returns the copy of Secret key if it was read less than the TTL ago.
+func (s *Secrets) fresh(key string) (secretEntry, bool) {
+	s.mu.Lock()
+	e, ok := s.entries[key]
+	s.mu.Unlock()
+	return e, ok && s.now().Sub(e.fetched) < s.ttl
 }
 
 // Forget drops the cached copy of a Secret.

@@ -104,7 +104,8 @@ func waitMembers(b *testing.B, ns string, want int) {
 
 // apiLoad logs what the API server served from now until the returned
 // func runs (also when the benchmark fails): the calls it served most,
-// with their mean time, every Lease call, and the mean queueing of each
+// with their mean time and how many it refused as too many (429, which
+// client-go retries), every Lease call, and the mean queueing of each
 // priority level. It says which traffic crowds out the members' Lease
 // renewals.
 func apiLoad(b *testing.B, what string) func() {
@@ -114,6 +115,8 @@ func apiLoad(b *testing.B, what string) func() {
 		took := time.Since(start).Seconds()
 		count := diffCalls(apiCalls(before, "apiserver_request_total"), apiCalls(after, "apiserver_request_total"))
 		sum := diffCalls(apiCalls(before, "apiserver_request_duration_seconds_sum"), apiCalls(after, "apiserver_request_duration_seconds_sum"))
+		const tooMany = `code="429"`
+		rejected := diffCalls(apiCalls(before, "apiserver_request_total", tooMany), apiCalls(after, "apiserver_request_total", tooMany))
 		calls := make([]apiCall, 0, len(count))
 		for c := range count {
 			calls = append(calls, c)
@@ -122,7 +125,8 @@ func apiLoad(b *testing.B, what string) func() {
 		var lines []string
 		for i, c := range calls {
 			if i < 12 || c.resource == "leases" {
-				lines = append(lines, fmt.Sprintf("%-40s %8.0f  %6.1f/s  mean %7.1f ms", c, count[c], count[c]/took, 1000*sum[c]/count[c]))
+				lines = append(lines, fmt.Sprintf("%-40s %8.0f  %6.1f/s  mean %7.1f ms  %6.0f refused (429)",
+					c, count[c], count[c]/took, 1000*sum[c]/count[c], rejected[c]))
 			}
 		}
 		waits := diffLevels(before, after)

@@ -547,12 +547,19 @@ func apiMetrics(tb testing.TB) string {
 	return string(raw)
 }
 
-// apiCalls sums the samples of one metric of a scrape by apiCall.
-func apiCalls(raw, metric string) map[apiCall]float64 {
+// apiCalls sums the samples of one metric of a scrape by apiCall, over
+// the series whose labels contain every one of having (`code="429"`).
+func apiCalls(raw, metric string, having ...string) map[apiCall]float64 {
 	out := map[apiCall]float64{}
+lines:
 	for _, line := range strings.Split(raw, "\n") {
 		if !strings.HasPrefix(line, metric+"{") {
 			continue
+		}
+		for _, h := range having {
+			if !strings.Contains(line, h) {
+				continue lines
+			}
 		}
 		call := apiCall{labelValue(line, "verb"), labelValue(line, "resource"), labelValue(line, "subresource"), labelValue(line, "dry_run")}
 		fields := strings.Fields(line)

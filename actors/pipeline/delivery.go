@@ -51,26 +51,29 @@ func (s *syncState) refsNotBefore() time.Time {
 // QuietPoll answers a poll from memory when the steps up to skipUnchanged
 // would end it there: the status says Synced at this generation and at
 // the commit that a ref listing, fresh enough for this poll, still shows
-// and the checkout holds. Nothing else is read: the status is the one the
-// actor holds, and the credentials are those of the last fetch (a stale
-// listing sends the poll through the pipeline, which reads the Secret).
-// The poll is counted as the pipeline would count it.
+// and that the source holds checked out for this repository. Nothing is
+// read from the API server: the status is the one the actor holds, and
+// the credentials those of the last fetch, answered for only while the
+// pipeline would itself still use its cached copy of spec.secretRef.
+// The poll is counted, and its time noted for the next one's freshness,
+// as the pipeline would.
 func (p *Pipeline) QuietPoll(repo *v1alpha1.GitRepository, mem actors.Memory) (actors.Memory, bool) {
 	start := time.Now()
 	st := mem.Status
 	if st == nil {
 		st = &repo.Status
 	}
-	at := repo.Annotations[v1alpha1.AnnotationRequestedAt]
-	if st.Phase != v1alpha1.PhaseSynced || st.ObservedGeneration != repo.Generation || (at != "" && at != st.LastHandledRequestedAt) {
+	if st.Phase != v1alpha1.PhaseSynced || st.ObservedGeneration != repo.Generation {
+		return mem, false
+	}
+	if ref := repo.Spec.SecretRef; ref != nil && (p.Secrets == nil || !p.Secrets.Cached(repo.Namespace, ref.Name)) {
 		return mem, false
 	}
 	s := syncState{p: p, repo: repo, req: actors.SyncRequest{Trigger: actors.TriggerPoll}, mem: mem, start: start}
-	commit, listedAt, ok := p.Source.Unmoved(s.request())
-	if !ok || commit != st.LastSyncedCommit {
+	if commit, ok := p.Source.Unmoved(s.request()); !ok || commit != st.LastSyncedCommit {
 		return mem, false
 	}
-	mem.LastFetch = listedAt
+	mem.LastFetch = start
 	p.Metrics.Sync(string(actors.TriggerPoll), effects[Unchanged].metric, time.Since(start))
 	return mem, true
 }

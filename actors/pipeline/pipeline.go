@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/false-systems/alumiini/actors"
@@ -27,10 +28,10 @@ import (
 
 // Source fetches a ref into a checkout (gitsrc.Fetcher). Unmoved answers
 // from memory, without waiting, that a Fetch of req would find the commit
-// it returns already checked out, as a listing begun at listedAt shows.
+// it returns already checked out.
 type Source interface {
 	Fetch(ctx context.Context, req gitsrc.Request) (gitsrc.Result, error)
-	Unmoved(req gitsrc.Request) (commit string, listedAt time.Time, ok bool)
+	Unmoved(req gitsrc.Request) (commit string, ok bool)
 }
 
 // Applier applies, prunes and compares objects (k8s.Applier).
@@ -49,9 +50,11 @@ type StatusWriter interface {
 	Write(ctx context.Context, repo *v1alpha1.GitRepository, status v1alpha1.GitRepositoryStatus) (bool, error)
 }
 
-// Credentials reads git credentials Secrets (k8s.Secrets).
+// Credentials reads git credentials Secrets (k8s.Secrets). Cached
+// reports whether Data would answer without asking the API server.
 type Credentials interface {
 	Data(ctx context.Context, namespace, name string) (map[string][]byte, error)
+	Cached(namespace, name string) bool
 	Forget(namespace, name string)
 }
 
@@ -92,6 +95,13 @@ type Pipeline struct {
 	// AllowFileURLs permits file:// repositories: local development only, as
 	// they read the controller's own file system.
 	AllowFileURLs bool
+	// StatusGate bounds the status reads and writes in flight from syncs
+	// that hold no --max-concurrent-syncs slot yet: a new repository's
+	// Pending, a failed fetch's Failed. Thousands of new GitRepositories
+	// at startup would otherwise send them all at once, outside every
+	// other bound, and crowd out the requests that keep a cluster member
+	// alive. Nil means no bound.
+	StatusGate *semaphore.Weighted
 	// Fence ends when this replica may no longer write status (it lost the
 	// Lease); status writes are detached from a sync's own context, so that
 	// a sync that ran out of time can still say so, but never from the
@@ -152,6 +162,7 @@ type syncState struct {
 	healthy   bool // await saw every applied object healthy
 
 	writing *statusWrite // the status write in flight (writeStatusBeside), nil when none
+	slotted bool         // the slot step took a slot: status traffic passes StatusGate
 	// stepLists counts the step lists run: skipUnchanged hands a
 	// reconcile over to driftSteps, whose steps are timed instead.
 	stepLists int

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -35,6 +36,11 @@ func (s *syncState) refresh() error {
 	}
 	ctx, cancel := s.statusContext()
 	defer cancel()
+	release, err := s.p.unslotted(ctx, s.slotted)
+	if err != nil {
+		return err
+	}
+	defer release()
 	cur, err := s.p.Status.Get(ctx, s.repo.Namespace, s.repo.Name)
 	if err != nil {
 		return err
@@ -78,10 +84,17 @@ func (s *syncState) writeStatusBeside(change func(st *v1alpha1.GitRepositoryStat
 	status := *next.DeepCopy()
 	w := &statusWrite{done: make(chan struct{})}
 	s.mem.Status, s.writing = next, w
+	slotted := s.slotted
 	go func() {
 		defer close(w.done)
 		ctx, cancel := s.statusContext()
 		defer cancel()
+		release, err := s.p.unslotted(ctx, slotted)
+		if err != nil {
+			w.err = err
+			return
+		}
+		defer release()
 		_, w.err = s.p.Status.Write(ctx, cur, status)
 	}()
 	return nil
@@ -140,3 +153,15 @@ func dropCondition(st *v1alpha1.GitRepositoryStatus, typ string) {
 // metaNow is the current time at the API's one-second precision, so the
 // value written equals the value read back.
 func metaNow() metav1.Time { return metav1.Now().Rfc3339Copy() }
+
+// unslotted waits for the status gate (Pipeline.StatusGate) unless the
+// sync holds a slot, and returns its release.
+func (p *Pipeline) unslotted(ctx context.Context, slotted bool) (func(), error) {
+	if slotted || p.StatusGate == nil {
+		return func() {}, nil
+	}
+	if err := p.StatusGate.Acquire(ctx, 1); err != nil {
+		return nil, fmt.Errorf("wait to write status: %w", err)
+	}
+	return func() { p.StatusGate.Release(1) }, nil
+}

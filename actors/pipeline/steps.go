@@ -164,7 +164,7 @@ func slot(_ context.Context, s *syncState) *Outcome {
 	if err != nil {
 		return &Outcome{Kind: Abandoned, Message: "not started: " + err.Error(), Err: err}
 	}
-	s.ctx = ctx
+	s.ctx, s.slotted = ctx, true
 	return nil
 }
 

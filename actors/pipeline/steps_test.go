@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -54,11 +55,24 @@ func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result
 
 // Unmoved says quiet when a listing is set (listedAt), shows the commit
 // checked out, and is fresh enough for the request.
-func (f *fakeSource) Unmoved(req gitsrc.Request) (string, time.Time, bool) {
+func (f *fakeSource) Unmoved(req gitsrc.Request) (string, bool) {
 	f.last = req
 	fresh := !f.listedAt.IsZero() && !req.RefsNotBefore.IsZero() && !f.listedAt.Before(req.RefsNotBefore)
-	return f.checkedOut, f.listedAt, fresh && f.err == nil && f.commit == f.checkedOut
+	return f.checkedOut, fresh && f.err == nil && f.commit == f.checkedOut
 }
+
+// fakeCredentials holds one Secret's data, cached or not.
+type fakeCredentials struct {
+	data   map[string][]byte
+	cached bool
+}
+
+func (f *fakeCredentials) Data(context.Context, string, string) (map[string][]byte, error) {
+	f.cached = true
+	return f.data, nil
+}
+func (f *fakeCredentials) Cached(string, string) bool { return f.cached }
+func (f *fakeCredentials) Forget(string, string)      { f.cached = false }
 
 type fakeApplier struct {
 	res           k8s.Result
@@ -108,9 +122,25 @@ type fakeStatus struct {
 	writes   int // and wrote
 	gets     int
 	others   map[string]*v1alpha1.GitRepository // other GitRepositories, by key
+	// gate, when set, is a StatusGate of one: each request notes whether
+	// its caller held it (gated).
+	gate  *semaphore.Weighted
+	gated []bool
+}
+
+func (f *fakeStatus) noteGate() {
+	if f.gate == nil {
+		return
+	}
+	free := f.gate.TryAcquire(1)
+	if free {
+		f.gate.Release(1)
+	}
+	f.gated = append(f.gated, !free)
 }
 
 func (f *fakeStatus) Get(_ context.Context, ns, name string) (*v1alpha1.GitRepository, error) {
+	f.noteGate()
 	f.gets++
 	if ns+"/"+name == "ns/app" {
 		return &v1alpha1.GitRepository{Status: *f.server.DeepCopy()}, nil
@@ -122,6 +152,7 @@ func (f *fakeStatus) Get(_ context.Context, ns, name string) (*v1alpha1.GitRepos
 }
 
 func (f *fakeStatus) Write(_ context.Context, repo *v1alpha1.GitRepository, st v1alpha1.GitRepositoryStatus) (bool, error) {
+	f.noteGate()
 	f.calls++
 	if equality.Semantic.DeepEqual(repo.Status, st) {
 		return false, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
@@ -360,6 +361,7 @@ func (ctrl *controller) newPipeline(fence context.Context) (p *pipeline.Pipeline
 		Secrets:  k8s.NewSecrets(ctrl.kube, 10*time.Minute),
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
 		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
+		StatusGate: semaphore.NewWeighted(int64(max(1, ctrl.cfg.MaxConcurrentSyncs/4))),
 	}
 	return p, fetcher, stop, nil
 }
