@@ -402,12 +402,7 @@ func TestAPollAfterAFailureIsNotAnsweredFromMemory(t *testing.T) {
 		before.CompareAndSwap(-1, q.answers.Load())
 		return nil
 	}
-	s := NewSystem(Config{Syncer: q, Backoff: Backoff{Base: time.Hour, Max: time.Hour}})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
+	s := start(t, Config{Syncer: q, Backoff: Backoff{Base: time.Hour, Max: time.Hour}})
 	s.Upsert(newRepo("ns", "a", 1, 10*time.Millisecond))
 	waitPolls(t, &q.recorder, "ns/a", 1)
 	if n := before.Load(); n != 0 {

@@ -66,7 +66,13 @@ func clusterFirstSync(b *testing.B, url string, members, n int) (float64, []floa
 		m.waitReady(b)
 	}
 	waitMembers(b, ns, members)
-	defer apiLoad(b, fmt.Sprintf("%d member(s)", members))()
+	report := apiLoad(b, fmt.Sprintf("%d member(s)", members))
+	reported := false
+	defer func() { // also when waitAllSynced fails
+		if !reported {
+			report()
+		}
+	}()
 	start := createIdleRepos(b, cfg, ns, url, 0, n)
 	procs := make([]*proc, len(ms))
 	for i, m := range ms {
@@ -74,6 +80,8 @@ func clusterFirstSync(b *testing.B, url string, members, n int) (float64, []floa
 	}
 	waitAllSynced(b, ns, n, procs...)
 	secs := time.Since(start).Seconds()
+	report()
+	reported = true
 	var rss []float64
 	for _, m := range ms {
 		r, _ := settledMemory(b, m.proc, "")
@@ -103,11 +111,10 @@ func waitMembers(b *testing.B, ns string, want int) {
 }
 
 // apiLoad logs what the API server served from now until the returned
-// func runs (also when the benchmark fails): the calls it served most,
-// with their mean time and how many it refused as too many (429, which
-// client-go retries), every Lease call, and the mean queueing of each
-// priority level. It says which traffic crowds out the members' Lease
-// renewals.
+// func runs: the calls it served most, with their mean time and how many
+// it refused as too many (429, which client-go retries), every Lease
+// call, and the mean queueing of each priority level: what to compare
+// when the members' Lease renewals fail.
 func apiLoad(b *testing.B, what string) func() {
 	before, start := apiMetrics(b), time.Now()
 	return func() {

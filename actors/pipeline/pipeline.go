@@ -97,10 +97,10 @@ type Pipeline struct {
 	AllowFileURLs bool
 	// StatusGate bounds the status reads and writes in flight from syncs
 	// that hold no --max-concurrent-syncs slot yet: a new repository's
-	// Pending, a failed fetch's Failed. Thousands of new GitRepositories
-	// at startup would otherwise send them all at once, outside every
-	// other bound, and crowd out the requests that keep a cluster member
-	// alive. Nil means no bound.
+	// read and Pending, a failed fetch's Failed. Without it, 3,000 new
+	// GitRepositories sent 3,000 reads and 3,000 status applies at once
+	// from one client, outside every other bound (docs/cluster.md,
+	// "Session 22"). Nil means no bound.
 	StatusGate *semaphore.Weighted
 	// Fence ends when this replica may no longer write status (it lost the
 	// Lease); status writes are detached from a sync's own context, so that
@@ -162,7 +162,7 @@ type syncState struct {
 	healthy   bool // await saw every applied object healthy
 
 	writing *statusWrite // the status write in flight (writeStatusBeside), nil when none
-	slotted bool         // the slot step took a slot: status traffic passes StatusGate
+	slotted bool         // the slot step took a slot: status traffic no longer waits for StatusGate
 	// stepLists counts the step lists run: skipUnchanged hands a
 	// reconcile over to driftSteps, whose steps are timed instead.
 	stepLists int

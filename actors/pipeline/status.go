@@ -34,13 +34,13 @@ func (s *syncState) refresh() error {
 	if s.mem.Status != nil {
 		return nil
 	}
-	ctx, cancel := s.statusContext()
-	defer cancel()
-	release, err := s.p.unslotted(ctx, s.slotted)
+	release, err := s.p.unslotted(s.slotted)
 	if err != nil {
 		return err
 	}
 	defer release()
+	ctx, cancel := s.statusContext()
+	defer cancel()
 	cur, err := s.p.Status.Get(ctx, s.repo.Namespace, s.repo.Name)
 	if err != nil {
 		return err
@@ -87,14 +87,14 @@ func (s *syncState) writeStatusBeside(change func(st *v1alpha1.GitRepositoryStat
 	slotted := s.slotted
 	go func() {
 		defer close(w.done)
-		ctx, cancel := s.statusContext()
-		defer cancel()
-		release, err := s.p.unslotted(ctx, slotted)
+		release, err := s.p.unslotted(slotted)
 		if err != nil {
 			w.err = err
 			return
 		}
 		defer release()
+		ctx, cancel := s.statusContext()
+		defer cancel()
 		_, w.err = s.p.Status.Write(ctx, cur, status)
 	}()
 	return nil
@@ -126,11 +126,15 @@ func (s *syncState) settle() error {
 // context (a sync that ran out of time can still say so) but not from the
 // fence.
 func (s *syncState) statusContext() (context.Context, context.CancelFunc) {
-	parent := s.p.Fence
-	if parent == nil {
-		parent = context.Background()
+	return context.WithTimeout(s.p.fence(), statusTimeout)
+}
+
+// fence is Pipeline.Fence, or a context that never ends.
+func (p *Pipeline) fence() context.Context {
+	if p.Fence == nil {
+		return context.Background()
 	}
-	return context.WithTimeout(parent, statusTimeout)
+	return p.Fence
 }
 
 // setCondition sets a condition, keeping its transition time when its
@@ -155,13 +159,17 @@ func dropCondition(st *v1alpha1.GitRepositoryStatus, typ string) {
 func metaNow() metav1.Time { return metav1.Now().Rfc3339Copy() }
 
 // unslotted waits for the status gate (Pipeline.StatusGate) unless the
-// sync holds a slot, and returns its release.
-func (p *Pipeline) unslotted(ctx context.Context, slotted bool) (func(), error) {
+// sync holds a slot, and returns its release. The wait is bounded by the
+// fence only: each holder holds it for one request of at most
+// statusTimeout, and a timeout here would drop a Failed status that a
+// sync out of time must still write. statusTimeout starts once the gate
+// is held.
+func (p *Pipeline) unslotted(slotted bool) (func(), error) {
 	if slotted || p.StatusGate == nil {
 		return func() {}, nil
 	}
-	if err := p.StatusGate.Acquire(ctx, 1); err != nil {
-		return nil, fmt.Errorf("wait to write status: %w", err)
+	if err := p.StatusGate.Acquire(p.fence(), 1); err != nil {
+		return nil, fmt.Errorf("wait for the status gate: %w", err)
 	}
 	return func() { p.StatusGate.Release(1) }, nil
 }

@@ -129,15 +129,19 @@ func fetchOutcome(res gitsrc.Result, err error) string {
 // holds; a reconcile then checks for drift instead. A manual request always
 // applies.
 func skipUnchanged(ctx context.Context, s *syncState) *Outcome {
-	st := s.status()
-	if st.Phase != v1alpha1.PhaseSynced || st.LastSyncedCommit != s.fetch.Commit ||
-		st.ObservedGeneration != s.repo.Generation || s.manual() {
+	if !syncedAt(s.status(), s.fetch.Commit, s.repo.Generation) || s.manual() {
 		return nil
 	}
 	if s.req.Trigger == actors.TriggerReconcile {
 		return s.runSteps(driftSteps)
 	}
 	return &Outcome{Kind: Unchanged, Message: "unchanged: nothing to apply"}
+}
+
+// syncedAt reports a status that says the cluster holds commit under
+// generation: a sync of it has nothing to apply (skipUnchanged, QuietPoll).
+func syncedAt(st *v1alpha1.GitRepositoryStatus, commit string, generation int64) bool {
+	return st.Phase == v1alpha1.PhaseSynced && st.LastSyncedCommit == commit && st.ObservedGeneration == generation
 }
 
 // skipStalled ends a sync whose manifests did not parse at this very commit

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/semaphore"
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,20 +56,16 @@ func (f *fakeSource) Fetch(_ context.Context, req gitsrc.Request) (gitsrc.Result
 // Unmoved says quiet when a listing is set (listedAt), shows the commit
 // checked out, and is fresh enough for the request.
 func (f *fakeSource) Unmoved(req gitsrc.Request) (string, bool) {
-	f.last = req
 	fresh := !f.listedAt.IsZero() && !req.RefsNotBefore.IsZero() && !f.listedAt.Before(req.RefsNotBefore)
 	return f.checkedOut, fresh && f.err == nil && f.commit == f.checkedOut
 }
 
-// fakeCredentials holds one Secret's data, cached or not.
-type fakeCredentials struct {
-	data   map[string][]byte
-	cached bool
-}
+// fakeCredentials has one empty Secret, cached or not.
+type fakeCredentials struct{ cached bool }
 
 func (f *fakeCredentials) Data(context.Context, string, string) (map[string][]byte, error) {
 	f.cached = true
-	return f.data, nil
+	return map[string][]byte{}, nil
 }
 func (f *fakeCredentials) Cached(string, string) bool { return f.cached }
 func (f *fakeCredentials) Forget(string, string)      { f.cached = false }
