@@ -439,19 +439,23 @@ func (a *repoActor) armTimers() {
 }
 
 func (a *repoActor) armPoll(d time.Duration) {
-	now := time.Now()
-	d = aligned(now, d)
-	a.poll, a.pollDue = a.after(d, &tick{trigger: TriggerPoll}), now.Add(d)
+	a.poll, a.pollDue = a.tickAfter(d, TriggerPoll)
 }
 
 // armDrift skips the drift timer of a repository whose drift mode is Ignore.
 func (a *repoActor) armDrift(d time.Duration) {
 	a.driftDue = time.Time{}
 	if a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
-		now := time.Now()
-		d = aligned(now, d)
-		a.drift, a.driftDue = a.after(d, &tick{trigger: TriggerReconcile}), now.Add(d)
+		a.drift, a.driftDue = a.tickAfter(d, TriggerReconcile)
 	}
+}
+
+// tickAfter sends a tick of trigger after about d, on the shared grid
+// (aligned), and returns its timer and when it fires.
+func (a *repoActor) tickAfter(d time.Duration, trigger Trigger) (*time.Timer, time.Time) {
+	now := time.Now()
+	d = aligned(now, d)
+	return a.after(d, &tick{trigger: trigger}), now.Add(d)
 }
 
 func (a *repoActor) stopTimers() {

@@ -179,30 +179,16 @@ func (src *source) resolve(ctx context.Context, s *session, req Request) (plumbi
 	return want, err
 }
 
-// listedSince reports a listing, done or in flight, that began at or after
-// notBefore and did not fail: refs would reuse it.
-func (src *source) listedSince(notBefore time.Time) bool {
+// latest is the last listing if it began at or after notBefore and did
+// not fail, done or in flight (refs would reuse it); nil otherwise.
+func (src *source) latest(notBefore time.Time) *listing {
 	src.listMu <- struct{}{}
 	l := src.last
 	<-src.listMu
-	return !notBefore.IsZero() && l != nil && !l.started.Before(notBefore) && !l.failed()
-}
-
-// finished returns the last listing once it has finished, nil while one
-// is in flight or none was made.
-func (src *source) finished() *listing {
-	src.listMu <- struct{}{}
-	l := src.last
-	<-src.listMu
-	if l == nil {
+	if notBefore.IsZero() || l == nil || l.started.Before(notBefore) || l.failed() {
 		return nil
 	}
-	select {
-	case <-l.done:
-		return l
-	default:
-		return nil
-	}
+	return l
 }
 
 // setFetched notes the commit a fetch brought into the store.
@@ -219,15 +205,18 @@ func (src *source) fetchedLast(h plumbing.Hash) bool {
 	return src.fetched == h
 }
 
-// failed reports whether the listing finished with an error: never reuse it.
-func (l *listing) failed() bool {
+// finished reports whether the listing is done (refs and err are set).
+func (l *listing) finished() bool {
 	select {
 	case <-l.done:
-		return l.err != nil
+		return true
 	default:
 		return false
 	}
 }
+
+// failed reports whether the listing finished with an error: never reuse it.
+func (l *listing) failed() bool { return l.finished() && l.err != nil }
 
 // listRefs asks the remote for its refs (ls-remote); nothing is stored.
 func (s *session) listRefs(ctx context.Context) ([]*plumbing.Reference, error) {
@@ -243,13 +232,16 @@ func (s *session) listRefs(ctx context.Context) ([]*plumbing.Reference, error) {
 // resolveRef finds a branch or tag in a listing; an annotated tag resolves
 // to its commit.
 func resolveRef(refs []*plumbing.Reference, ref Ref, display string) (plumbing.Hash, error) {
+	// Built once: quiet polls resolve from a shared listing, which may
+	// hold thousands of refs.
 	name := refName(ref)
+	tagCommit := name + "^{}" // an annotated tag's commit
 	var direct, peeled plumbing.Hash
 	for _, r := range refs {
-		switch r.Name().String() {
-		case name.String():
+		switch r.Name() {
+		case name:
 			direct = r.Hash()
-		case name.String() + "^{}": // an annotated tag's commit
+		case tagCommit:
 			peeled = r.Hash()
 		}
 	}
@@ -390,8 +382,8 @@ func (f *Fetcher) Unmoved(req Request) (string, bool) {
 	}
 	want := plumbing.NewHash(req.Ref.Commit)
 	if req.Ref.Commit == "" {
-		l := h.src.finished()
-		if l == nil || l.err != nil || req.RefsNotBefore.IsZero() || l.started.Before(req.RefsNotBefore) {
+		l := h.src.latest(req.RefsNotBefore)
+		if l == nil || !l.finished() {
 			return "", false
 		}
 		var err error
@@ -500,7 +492,7 @@ func (f *Fetcher) fetchInto(ctx context.Context, src *source, s *session, req Re
 // "go the usual way": not such a push, or the store had the commit (then a
 // listing confirms it).
 func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Request) (plumbing.Hash, *checkout, error) {
-	if req.Expect == "" || req.Ref.Commit != "" || !fullSHA.MatchString(req.Expect) || src.listedSince(req.RefsNotBefore) {
+	if req.Expect == "" || req.Ref.Commit != "" || !fullSHA.MatchString(req.Expect) || src.latest(req.RefsNotBefore) != nil {
 		return plumbing.ZeroHash, nil, nil
 	}
 	expect := plumbing.NewHash(req.Expect)

@@ -156,15 +156,7 @@ func diffCalls(before, after map[apiCall]float64) map[apiCall]float64 {
 // queued a request between two scrapes.
 func diffLevels(before, after string) string {
 	level := func(raw, metric string) map[string]float64 {
-		out := map[string]float64{}
-		for _, line := range strings.Split(raw, "\n") {
-			if strings.HasPrefix(line, metric+"{") {
-				fields := strings.Fields(line)
-				v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
-				out[labelValue(line, "priority_level")] += v
-			}
-		}
-		return out
+		return sumBy(raw, metric, func(line string) (string, bool) { return labelValue(line, "priority_level"), true })
 	}
 	const wait = "apiserver_flowcontrol_request_wait_duration_seconds"
 	sum0, sum1 := level(before, wait+"_sum"), level(after, wait+"_sum")

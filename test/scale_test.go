@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -550,7 +551,17 @@ func apiMetrics(tb testing.TB) string {
 // apiCalls sums the samples of one metric of a scrape by apiCall, over
 // the series whose labels contain every one of having (`code="429"`).
 func apiCalls(raw, metric string, having ...string) map[apiCall]float64 {
-	out := map[apiCall]float64{}
+	return sumBy(raw, metric, func(line string) (apiCall, bool) {
+		c := apiCall{labelValue(line, "verb"), labelValue(line, "resource"), labelValue(line, "subresource"), labelValue(line, "dry_run")}
+		return c, c.verb != ""
+	}, having...)
+}
+
+// sumBy sums the samples of one metric of a Prometheus text scrape by the
+// key that key finds in each series (false: skip it), over the series
+// whose labels contain every one of having.
+func sumBy[K comparable](raw, metric string, key func(line string) (K, bool), having ...string) map[K]float64 {
+	out := map[K]float64{}
 lines:
 	for _, line := range strings.Split(raw, "\n") {
 		if !strings.HasPrefix(line, metric+"{") {
@@ -561,10 +572,10 @@ lines:
 				continue lines
 			}
 		}
-		call := apiCall{labelValue(line, "verb"), labelValue(line, "resource"), labelValue(line, "subresource"), labelValue(line, "dry_run")}
+		k, ok := key(line)
 		fields := strings.Fields(line)
-		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil && call.verb != "" {
-			out[call] += v
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil && ok {
+			out[k] += v
 		}
 	}
 	return out
@@ -597,5 +608,25 @@ func writeScaleResults(b *testing.B, dir string, points []benchchart.Point) {
 	}
 	if err := benchchart.Draw(dir, points, benchchart.Flux()); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// sumBy groups by the key, skips the series the key refuses or having
+// excludes, and ignores other metrics, including those whose name starts
+// with the one asked for.
+func TestSumBy(t *testing.T) {
+	raw := `apiserver_request_total{code="200",resource="leases",verb="PUT"} 3
+apiserver_request_total{code="429",resource="leases",verb="PUT"} 2
+apiserver_request_total{code="200",resource="pods",verb="GET"} 5
+apiserver_request_total{code="200",resource="pods"} 7
+apiserver_request_total_other{code="200",resource="pods",verb="GET"} 11
+`
+	all := apiCalls(raw, "apiserver_request_total")
+	if want := map[apiCall]float64{{verb: "PUT", resource: "leases"}: 5, {verb: "GET", resource: "pods"}: 5}; !maps.Equal(all, want) {
+		t.Errorf("all = %v, want %v", all, want)
+	}
+	refused := apiCalls(raw, "apiserver_request_total", `code="429"`)
+	if want := map[apiCall]float64{{verb: "PUT", resource: "leases"}: 2}; !maps.Equal(refused, want) {
+		t.Errorf("429s = %v, want %v", refused, want)
 	}
 }

@@ -59,18 +59,11 @@ func (s *syncState) refsNotBefore() time.Time {
 // as the pipeline would.
 func (p *Pipeline) QuietPoll(repo *v1alpha1.GitRepository, mem actors.Memory) (actors.Memory, bool) {
 	start := time.Now()
-	st := mem.Status
-	if st == nil {
-		st = &repo.Status
-	}
-	if st.Phase != v1alpha1.PhaseSynced || st.ObservedGeneration != repo.Generation {
-		return mem, false // no listing can make this quiet
-	}
 	if ref := repo.Spec.SecretRef; ref != nil && (p.Secrets == nil || !p.Secrets.Cached(repo.Namespace, ref.Name)) {
 		return mem, false
 	}
 	s := syncState{p: p, repo: repo, req: actors.SyncRequest{Trigger: actors.TriggerPoll}, mem: mem, start: start}
-	if commit, ok := p.Source.Unmoved(s.request()); !ok || !syncedAt(st, commit, repo.Generation) {
+	if commit, ok := p.Source.Unmoved(s.request()); !ok || !syncedAt(s.status(), commit, repo.Generation) {
 		return mem, false
 	}
 	mem.LastFetch = start

@@ -362,9 +362,9 @@ func (ctrl *controller) newPipeline(fence context.Context) (p *pipeline.Pipeline
 		Recorder: recorder, Events: ctrl.emitter, Metrics: ctrl.metrics, Logger: ctrl.log,
 		WebhookRetries: 3, AllowFileURLs: ctrl.cfg.AllowFileURLs, Fence: fence,
 		// A quarter of the slots: enough that a first sync's Pending
-		// writes keep ahead of its applies (two status requests
-		// per new repository outside the slots, against some 25 inside), few enough
-		// that thousands of new repositories do not arrive together.
+		// writes keep ahead of its applies (two status requests per
+		// new repository outside the slots, against some 25 inside),
+		// few enough that thousands of them do not arrive together.
 		StatusGate: semaphore.NewWeighted(int64(max(1, ctrl.cfg.MaxConcurrentSyncs/4))),
 	}
 	return p, fetcher, stop, nil
