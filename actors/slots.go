@@ -15,8 +15,7 @@ const (
 
 // laneOf puts the syncs a person or a push waits for ahead of the timers.
 func laneOf(t Trigger) lane {
-	switch t {
-	case TriggerWebhook, TriggerManual, TriggerSpec:
+	if t.Urgent() {
 		return laneUrgent
 	}
 	return laneTimer

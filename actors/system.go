@@ -41,6 +41,16 @@ const (
 // priority orders triggers: a follow-up sync carries the most urgent trigger
 // that arrived while the actor was busy. A spec change ranks below a manual
 // request and above the timers.
+// Urgent reports a trigger that someone waits for (a push, a person, a
+// spec change): its sync goes ahead of timer work wherever work queues.
+func (t Trigger) Urgent() bool {
+	switch t {
+	case TriggerWebhook, TriggerManual, TriggerSpec:
+		return true
+	}
+	return false
+}
+
 func (t Trigger) priority() int {
 	switch t {
 	case TriggerWebhook:

@@ -35,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"golang.org/x/sync/semaphore"
 )
 
 // Ref is the git reference to check out. Precedence: Commit > Tag > Branch;
@@ -70,6 +72,9 @@ type Request struct {
 	// Expect is the commit the caller was told the ref points at (a
 	// webhook's): a reused listing that shows another is listed again.
 	Expect string
+	// Urgent says someone waits for this fetch (a push, a person): its
+	// checkout does not queue for the Fetcher's checkout gate.
+	Urgent bool
 }
 
 // Result is what a Fetch checked out.
@@ -93,6 +98,11 @@ type Result struct {
 type Fetcher struct {
 	cacheDir string
 	maxPacks int // beyond this many pack files, a source's object store starts afresh
+	// checkouts bounds the checkouts that run at once across all sources
+	// (urgent requests pass by): they are CPU and disk work, and thousands
+	// of repositories starting together would otherwise run them all at
+	// once and starve the rest of the process, Lease renewals included.
+	checkouts *semaphore.Weighted
 
 	mu        sync.Mutex
 	sources   map[string]*source // by sourceID
@@ -114,11 +124,13 @@ type held struct {
 }
 
 // NewFetcher keeps checkouts under cacheDir, which is created on demand.
+// As many checkouts run at once as the process has CPUs (GOMAXPROCS).
 func NewFetcher(cacheDir string) *Fetcher {
 	if abs, err := filepath.Abs(cacheDir); err == nil {
 		cacheDir = abs
 	}
-	return &Fetcher{cacheDir: cacheDir, maxPacks: 32, sources: map[string]*source{}, keySource: map[string]string{}, held: map[string]held{}}
+	return &Fetcher{cacheDir: cacheDir, maxPacks: 32, checkouts: semaphore.NewWeighted(int64(runtime.GOMAXPROCS(0))),
+		sources: map[string]*source{}, keySource: map[string]string{}, held: map[string]held{}}
 }
 
 const (

@@ -127,6 +127,24 @@ func (src *source) use(ctx context.Context, weight int64) error {
 
 func (src *source) done(weight int64) { src.store.Release(weight) }
 
+// read waits to read src's store and, unless the request is urgent, for
+// the Fetcher's checkout gate: in that order, so that a token of the gate
+// is never held while a slow fetch of one source writes its store. The
+// caller must call the release it returns.
+func (f *Fetcher) read(ctx context.Context, src *source, req Request) (release func(), err error) {
+	if err := src.use(ctx, 1); err != nil {
+		return nil, err
+	}
+	if req.Urgent {
+		return func() { src.done(1) }, nil
+	}
+	if err := f.checkouts.Acquire(ctx, 1); err != nil {
+		src.done(1)
+		return nil, fmt.Errorf("wait for other checkouts: %w", err)
+	}
+	return func() { f.checkouts.Release(1); src.done(1) }, nil
+}
+
 // refs returns a listing of the remote's refs that started at or after
 // notBefore (zero: now), joining one in flight or starting one.
 func (src *source) refs(ctx context.Context, s *session, notBefore time.Time) ([]*plumbing.Reference, error) {
@@ -356,7 +374,7 @@ func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir 
 	} else {
 		f.setHeld(req.Key, nil)
 	}
-	res, err := src.checkOut(ctx, req, dir, got, store)
+	res, err := f.checkOut(ctx, src, req, dir, got, store)
 	if err != nil {
 		return Result{}, err
 	}
@@ -428,14 +446,15 @@ func (f *Fetcher) setHeld(key string, h *held) {
 // source's store unless the key's checkout or the store already holds it;
 // after a fetch, also the store as the fetch left it (see fetchInto).
 func (f *Fetcher) ensure(ctx context.Context, src *source, s *session, req Request, dir string, want plumbing.Hash) (plumbing.Hash, *checkout, error) {
-	if err := src.use(ctx, 1); err != nil {
+	release, err := f.read(ctx, src, req)
+	if err != nil {
 		return plumbing.ZeroHash, nil, err
 	}
 	store, co, err := src.open(req.Key, dir, nil)
 	// A store that cannot be read yet (new, or damaged) is the writer's to
 	// create or repair.
 	have := err == nil && (want == co.synced() || store.has(want))
-	src.done(1)
+	release()
 	if have {
 		return want, nil, nil
 	}
@@ -509,11 +528,12 @@ func (f *Fetcher) pushed(ctx context.Context, src *source, s *session, req Reque
 // beside other checkouts. (Should a reset of the store by another key's
 // fetch drop got meanwhile, the checkout fails and the next sync fetches
 // it again.)
-func (src *source) checkOut(ctx context.Context, req Request, dir string, got plumbing.Hash, store *checkout) (Result, error) {
-	if err := src.use(ctx, 1); err != nil {
+func (f *Fetcher) checkOut(ctx context.Context, src *source, req Request, dir string, got plumbing.Hash, store *checkout) (Result, error) {
+	release, err := f.read(ctx, src, req)
+	if err != nil {
 		return Result{}, err
 	}
-	defer src.done(1)
+	defer release()
 	_, co, err := src.open(req.Key, dir, store)
 	if err != nil {
 		return Result{}, err

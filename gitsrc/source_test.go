@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/false-systems/alumiini/test/gitserver"
 	"github.com/false-systems/alumiini/test/testenv"
 )
@@ -430,4 +432,36 @@ func TestPushedCommitsOfAShallowStore(t *testing.T) {
 	repo.Git("branch", "--quiet", "-D", "main")
 	repo.Git("checkout", "--quiet", "-b", "main")
 	push(repo.CommitStrings("unrelated", map[string]string{"c.yaml": "c: 1\n"}), map[string]string{"c.yaml": "c: 1\n"})
+}
+
+// TestCheckoutsQueueAtTheGateUrgentOnesPassBy: with the Fetcher's
+// checkout gate taken, a timer's checkout waits for it (and gives up with
+// its context, saying so), while a push's goes ahead.
+func TestCheckoutsQueueAtTheGateUrgentOnesPassBy(t *testing.T) {
+	_, repo, f, a := pushRig(t)
+	f.checkouts = semaphore.NewWeighted(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.checkouts.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	timer := Request{Key: "team/b", URL: repo.URL(), Ref: Ref{Branch: "main"}, RefsNotBefore: time.Now().Add(-time.Minute)}
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := f.Fetch(short, timer)
+	cancelShort()
+	if err == nil || !strings.Contains(err.Error(), "wait for other checkouts") {
+		t.Fatalf("a timer's checkout with the gate taken: %v, want it to wait for other checkouts", err)
+	}
+
+	second := repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+	a.Expect, a.RefsNotBefore, a.Urgent = second, time.Now(), true
+	if res := mustFetch(t, f, a); res.Commit != second {
+		t.Fatalf("the push checked out %s, want %s", res.Commit, second)
+	}
+
+	f.checkouts.Release(1)
+	if res := mustFetch(t, f, timer); res.Commit != second {
+		t.Fatalf("the timer's checkout once the gate is free: %s, want %s", res.Commit, second)
+	}
 }

@@ -112,7 +112,7 @@ func (s *syncState) request() gitsrc.Request {
 	ref := spec.GitRef()
 	return gitsrc.Request{Key: s.repo.Key(), URL: spec.URL, Path: spec.Path,
 		Ref:           gitsrc.Ref{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit},
-		RefsNotBefore: s.refsNotBefore(), Expect: s.req.Commit}
+		RefsNotBefore: s.refsNotBefore(), Expect: s.req.Commit, Urgent: s.req.Trigger.Urgent()}
 }
 
 func fetchOutcome(res gitsrc.Result, err error) string {

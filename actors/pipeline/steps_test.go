@@ -595,3 +595,20 @@ func TestAQuietDriftCheckWritesNoStatus(t *testing.T) {
 		t.Fatalf("a quiet drift check called the status writer %d times; want 0", n)
 	}
 }
+
+// TestFetchesSayWhoWaitsForThem: a sync someone waits for asks gitsrc for
+// an urgent fetch, whose checkout passes by the queue of timer work.
+func TestFetchesSayWhoWaitsForThem(t *testing.T) {
+	for trigger, urgent := range map[actors.Trigger]bool{
+		actors.TriggerWebhook: true, actors.TriggerManual: true, actors.TriggerSpec: true,
+		actors.TriggerPoll: false, actors.TriggerReconcile: false, actors.TriggerStartup: false, actors.TriggerDependency: false,
+	} {
+		r := newRig()
+		if _, err := r.sync(t, trigger, actors.Memory{}); err != nil {
+			t.Fatalf("%s: %v", trigger, err)
+		}
+		if r.source.last.Urgent != urgent {
+			t.Errorf("%s: fetch request Urgent=%v, want %v", trigger, r.source.last.Urgent, urgent)
+		}
+	}
+}
