@@ -403,6 +403,7 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	for i := 0; i < cfg.pushes; i++ {
 		want := fmt.Sprintf("%d-%d", p.Repos, i)
 		sha := hot.CommitStrings(want, map[string]string{"cm-00.yaml": configMapYAML("cm-00", ns, want)})
+		fetched := meanOf(b, ctrl, "alumiini_sync_step_seconds", `trigger="webhook"`, `step="fetch"`)
 		start := time.Now()
 		if code, body := pushGitHub(b, ctrl.webhook, hot.URL(), sha); code != http.StatusAccepted {
 			b.Fatalf("webhook: %d %s", code, body)
@@ -410,6 +411,7 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 		replies = append(replies, time.Since(start))
 		waitValue(b, w.ResultChan(), want)
 		applied = append(applied, time.Since(start))
+		p.PushFetchMs = append(p.PushFetchMs, fetched())
 	}
 	p.PushP50Ms, p.PushP99Ms = quantileMs(applied, 0.5), quantileMs(applied, 0.99)
 	p.WebhookP50Ms, p.WebhookP99Ms = quantileMs(replies, 0.5), quantileMs(replies, 0.99)

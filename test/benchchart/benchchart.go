@@ -53,6 +53,9 @@ type Point struct {
 	PushGCs      float64
 	PushAllocKiB float64
 	PushMs       []float64 `json:",omitempty"` // each push → applied, in order
+	// PushFetchMs is each push's git fetch, in the order of PushMs: what
+	// the git server's share of each push was.
+	PushFetchMs []float64 `json:",omitempty"`
 }
 
 // Peer is a figure of the controller users would pick instead, measured
