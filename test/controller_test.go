@@ -182,7 +182,7 @@ func launchController(t testing.TB, environ []string, extra ...string) *proc {
 		p.done <- err
 	}()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		if !p.hasExited() {
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
@@ -198,6 +198,17 @@ func launchController(t testing.TB, environ []string, extra ...string) *proc {
 		}
 	})
 	return p
+}
+
+// hasExited reports whether the process has ended. (cmd.ProcessState is
+// written by the goroutine that waits for it: reading it elsewhere races.)
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // Logs returns what the controller printed so far.

@@ -91,7 +91,7 @@ func TestAPIFaultsLoseNothing(t *testing.T) {
 		}
 		wantConfigMaps(t, ns, name, want)
 		waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, commit, 2*time.Minute)
-		if ctrl.cmd.ProcessState != nil || ctrl.cmd.Process.Pid != pid {
+		if ctrl.hasExited() || ctrl.cmd.Process.Pid != pid {
 			t.Fatalf("%s: the controller exited", name)
 		}
 	}

@@ -124,7 +124,7 @@ func TestUnwritableCacheDirectory(t *testing.T) {
 	}
 	requestSync(t, ns, "apps")
 	waitPhase(t, ns, "apps", v1alpha1.PhaseSynced, second, 60*time.Second)
-	if ctrl.cmd.Process.Pid != pid || ctrl.cmd.ProcessState != nil {
+	if ctrl.cmd.Process.Pid != pid || ctrl.hasExited() {
 		t.Fatal("the controller restarted or exited")
 	}
 }
