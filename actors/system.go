@@ -38,9 +38,6 @@ const (
 	TriggerDependency Trigger = "dependency"
 )
 
-// priority orders triggers: a follow-up sync carries the most urgent trigger
-// that arrived while the actor was busy. A spec change ranks below a manual
-// request and above the timers.
 // Urgent reports a trigger that someone waits for (a push, a person, a
 // spec change): its sync goes ahead of timer work wherever work queues.
 func (t Trigger) Urgent() bool {
@@ -51,6 +48,9 @@ func (t Trigger) Urgent() bool {
 	return false
 }
 
+// priority orders triggers: a follow-up sync carries the most urgent trigger
+// that arrived while the actor was busy. A spec change ranks below a manual
+// request and above the timers.
 func (t Trigger) priority() int {
 	switch t {
 	case TriggerWebhook:

@@ -349,8 +349,8 @@ func (a *Auth) digest(h io.Writer) {
 // req's remote and credentials: the listing may be shared, the fetch is
 // skipped when another key already brought the commit, fetches (which
 // write the source's store) run one at a time, and checkouts (which only
-// read it) side by side: a hundred repositories of one monorepo check out
-// a new commit in parallel.
+// read it) side by side, as many as the checkout gate admits (urgent ones
+// pass by it: a push to a monorepo checks out its repositories at once).
 func (f *Fetcher) fetchShared(ctx context.Context, s *session, req Request, dir string) (Result, error) {
 	src := f.acquire(req.Key, s.r, req.Auth)
 	got, store, err := f.pushed(ctx, src, s, req)
