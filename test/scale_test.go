@@ -164,11 +164,20 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		steady(cfg)
 		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl, cfg.heapProfile(n))
 		p.LiveKiB = ctrl.metricValue(b, "go_gc_heap_live_bytes") / 1024
-		measureQuiet(b, cfg, ctrl, &p)
+		measureQuiet(b, cfg, ctrl, ns, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
 		measurePlaneIdle(b, cfg, ctrl, &p)
 		b.Logf("%d repositories: %+v", n, p)
 		points = append(points, p)
+	}
+	if cfg.out != "" {
+		// The controller logs warnings only: what went wrong in the run.
+		if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.out, "controller.log"), []byte(ctrl.Logs()), 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return points
 }
@@ -326,7 +335,8 @@ func settledMemory(b *testing.B, ctrl *proc, path string) (rss, heap float64) {
 
 // measureQuiet counts CPU seconds of the controller, kube-apiserver and
 // etcd, and the API server's requests by verb, over cfg.quiet.
-func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point) {
+func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, p *benchchart.Point) {
+	statuses := repoStatuses(b, ns) // read before the window: a list of every status is not the controller's cost
 	pids := controlPlanePIDs(b)
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	etcdBefore := cpuSeconds(b, pids["etcd"])
@@ -355,6 +365,7 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.Point
 			p.WritesPerMinute[call.String()] += d
 		}
 	}
+	p.StatusChanges = statusChanges(statuses, repoStatuses(b, ns))
 }
 
 // planeCPU is the CPU seconds kube-apiserver and etcd have used.

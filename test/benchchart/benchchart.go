@@ -34,6 +34,10 @@ type Point struct {
 	// WritesPerMinute are the writes among them, by verb and resource
 	// ("APPLY gitrepositories/status"): a quiet controller makes none.
 	WritesPerMinute map[string]float64 `json:",omitempty"`
+	// StatusChanges says what those writes changed: the number of
+	// repositories whose status differs after the window from before it,
+	// by what differs (a field, or a condition's move).
+	StatusChanges map[string]int `json:",omitempty"`
 	// Timer work in the quiet window: drift checks and polls per minute
 	// (the controller's alumiini_syncs_total).
 	DriftChecksPerMinute, PollsPerMinute float64
