@@ -150,9 +150,11 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	created := 0
 	for _, n := range cfg.points {
 		p := benchchart.Point{Repos: n, Interval: cfg.intervalAt(n), Reconcile: cfg.reconcile}
+		steps := meansSince(b, ctrl, "alumiini_sync_step_seconds", "step", `trigger="startup"`)
 		start := createIdleRepos(b, cfg, ns, idle.URL(), created, n)
 		waitAllSynced(b, ns, n+1, ctrl) // +1: the hot repository
 		p.FirstSyncSeconds = time.Since(start).Seconds()
+		p.FirstSyncStepMeanMs = steps()
 		p.BaselineSeconds = directApplies(b, cfg, ns, created, n)
 		if p.BaselineSeconds > 0 {
 			p.FirstSyncRatio = p.FirstSyncSeconds / p.BaselineSeconds

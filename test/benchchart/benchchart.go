@@ -60,6 +60,9 @@ type Point struct {
 	// PushFetchMs is each push's git fetch, in the order of PushMs: what
 	// the git server's share of each push was.
 	PushFetchMs []float64 `json:",omitempty"`
+	// FirstSyncStepMeanMs is the mean time of each pipeline step of the
+	// first syncs: whether they waited for git, a slot or the API server.
+	FirstSyncStepMeanMs map[string]float64 `json:",omitempty"`
 }
 
 // Peer is a figure of the controller users would pick instead, measured
