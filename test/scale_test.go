@@ -169,6 +169,7 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		measureQuiet(b, cfg, ctrl, ns, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
 		measurePlaneIdle(b, cfg, ctrl, &p)
+		p.Events, p.EventMessages = eventTally(b, ns)
 		b.Logf("%d repositories: %+v", n, p)
 		points = append(points, p)
 	}

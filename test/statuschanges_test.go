@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -31,6 +32,32 @@ func repoStatuses(b *testing.B, ns string) map[string]v1alpha1.GitRepositoryStat
 		out[r.Name] = r.Status
 	}
 	return out
+}
+
+// eventTally counts the Kubernetes Events in ns by type and reason
+// ("Warning DriftCheckFailed"), with the repeats the recorder folded into
+// one Event, and keeps the latest message of each: what the controller
+// reported during a run.
+func eventTally(b *testing.B, ns string) (map[string]int, map[string]string) {
+	b.Helper()
+	list, err := env.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		b.Fatalf("list Events: %v", err)
+	}
+	counts, examples := map[string]int{}, map[string]string{}
+	latest := map[string]*corev1.Event{}
+	for i := range list.Items {
+		e := &list.Items[i]
+		key := e.Type + " " + e.Reason
+		counts[key] += max(int(e.Count), 1)
+		if l := latest[key]; l == nil || l.LastTimestamp.Before(&e.LastTimestamp) {
+			latest[key] = e
+		}
+	}
+	for key, e := range latest {
+		examples[key] = e.InvolvedObject.Name + ": " + e.Message
+	}
+	return counts, examples
 }
 
 // statusChanges counts, over the repositories in both readings, what

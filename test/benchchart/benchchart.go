@@ -63,6 +63,11 @@ type Point struct {
 	// FirstSyncStepMeanMs is the mean time of each pipeline step of the
 	// first syncs: whether they waited for git, a slot or the API server.
 	FirstSyncStepMeanMs map[string]float64 `json:",omitempty"`
+	// Events are the Kubernetes Events in the benchmark's namespace when
+	// the point ended, by type and reason, and the latest message of each:
+	// cumulative over the run.
+	Events        map[string]int    `json:",omitempty"`
+	EventMessages map[string]string `json:",omitempty"`
 }
 
 // Peer is a figure of the controller users would pick instead, measured
