@@ -88,6 +88,13 @@ func TestSyncRequestMerge(t *testing.T) {
 		{"webhook keeps requestedAt", SyncRequest{Trigger: TriggerManual, RequestedAt: "t"}, SyncRequest{Trigger: TriggerWebhook, Commit: "c"}, SyncRequest{Trigger: TriggerWebhook, Commit: "c", RequestedAt: "t"}},
 		{"reconcile beats startup", SyncRequest{Trigger: TriggerStartup}, SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerReconcile}},
 		{"startup loses to poll", SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerStartup}, SyncRequest{Trigger: TriggerPoll}},
+		{"reconcile beats poll", SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerReconcile}},
+		{"poll keeps reconcile", SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerReconcile}},
+		{"reconcile beats a dependency", SyncRequest{Trigger: TriggerDependency}, SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerReconcile}},
+		{"webhook carries the drift check", SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerWebhook, Commit: "a"}, SyncRequest{Trigger: TriggerWebhook, Commit: "a", Drift: true}},
+		{"spec carries a later drift check", SyncRequest{Trigger: TriggerSpec}, SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerSpec, Drift: true}},
+		{"the carried check stays", SyncRequest{Trigger: TriggerSpec, Drift: true}, SyncRequest{Trigger: TriggerWebhook, Commit: "b"}, SyncRequest{Trigger: TriggerWebhook, Commit: "b", Drift: true}},
+		{"no check, none carried", SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerWebhook, Commit: "c"}, SyncRequest{Trigger: TriggerWebhook, Commit: "c"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

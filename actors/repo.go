@@ -247,6 +247,12 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 		// A timer sync still queued for a slot now carries someone's wait.
 		a.sys.slots.promote(a.running.ticket)
 	}
+	a.follow(req)
+}
+
+// follow sets req as the sync that follows the running one, merged with
+// any already set.
+func (a *repoActor) follow(req SyncRequest) {
 	if a.next != nil {
 		req = a.next.merge(req)
 	}
@@ -356,6 +362,9 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 	case d.err == nil:
 		a.retries.reset()
 		a.stopRetry()
+		if req.Drift {
+			a.follow(SyncRequest{Trigger: TriggerReconcile})
+		}
 	case errors.Is(d.err, ErrStalled):
 		// Retrying cannot help until git, the spec or a person acts.
 		a.stopRetry()

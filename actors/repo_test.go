@@ -33,17 +33,24 @@ func TestStatusAnsweredWhileSyncing(t *testing.T) {
 	}
 }
 
-func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
-	release := make(chan struct{})
-	rec := &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
+// syncingAtStartup starts repository ns/a whose startup sync runs until
+// release is closed; the other syncs return at once.
+func syncingAtStartup(t *testing.T) (s *System, rec *recorder, release chan struct{}) {
+	release = make(chan struct{})
+	rec = &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
 		if req.Trigger == TriggerStartup {
 			return await(ctx, release)
 		}
 		return nil
 	}}
-	s := start(t, Config{Syncer: rec})
+	s = start(t, Config{Syncer: rec})
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
 	waitStatus(t, s, "ns/a", "startup sync running", func(st RepoStatus) bool { return st.State == StateSyncing })
+	return s, rec, release
+}
+
+func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
+	s, rec, release := syncingAtStartup(t)
 
 	key := types.NamespacedName{Namespace: "ns", Name: "a"}
 	for i := range 50 {
@@ -73,6 +80,40 @@ func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
 	}
 	if len(calls) != 2 || !reflect.DeepEqual(calls[0].req, want[0]) || !reflect.DeepEqual(calls[1].req, want[1]) {
 		t.Fatalf("syncs = %+v, want %+v", calls, want)
+	}
+}
+
+// A drift check that comes due while a sync runs is never dropped by
+// coalescing: a poll arriving beside it is answered by the check's own
+// sync, and an urgent sync that takes its place is followed by the check.
+func TestDriftChecksSurviveCoalescing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		beside func(s *System) error
+		want   []Trigger
+	}{
+		{"beside a poll", func(s *System) error { return s.send("ns/a", &tick{trigger: TriggerPoll}) },
+			[]Trigger{TriggerStartup, TriggerReconcile}},
+		{"beside a webhook", func(s *System) error {
+			return s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "c1")
+		}, []Trigger{TriggerStartup, TriggerWebhook, TriggerReconcile}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, rec, release := syncingAtStartup(t)
+			if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.beside(s); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			waitStatus(t, s, "ns/a", "follow-ups done", func(st RepoStatus) bool {
+				return st.Syncs == len(tc.want) && st.State == StateIdle && !st.Pending
+			})
+			if got := triggers(rec.of("ns/a")); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("syncs by trigger = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -50,7 +50,10 @@ func (t Trigger) Urgent() bool {
 
 // priority orders triggers: a follow-up sync carries the most urgent trigger
 // that arrived while the actor was busy. A spec change ranks below a manual
-// request and above the timers.
+// request and above the timers. A drift check ranks above a poll and a
+// dependency's wake-up: its sync fetches and applies a new commit as theirs
+// do, so it answers them too, where a poll taking its place would drop the
+// check for a whole reconcileInterval.
 func (t Trigger) priority() int {
 	switch t {
 	case TriggerWebhook:
@@ -59,9 +62,9 @@ func (t Trigger) priority() int {
 		return 4
 	case TriggerSpec:
 		return 3
-	case TriggerDependency, TriggerPoll:
-		return 2
 	case TriggerReconcile:
+		return 2
+	case TriggerDependency, TriggerPoll:
 		return 1
 	}
 	return 0
@@ -78,6 +81,10 @@ type SyncRequest struct {
 	// a backoff ago, not a wait for the actor.
 	Retry       bool
 	RequestedAt string // the requestedAt annotation handled, for manual syncs
+	// Drift marks an urgent request that a drift check was merged into:
+	// once its sync succeeds, the check runs next (the drift timer was
+	// already set for the interval after it).
+	Drift bool
 	// Slot, set by the repository actor for the sync it starts, waits for
 	// one of the --max-concurrent-syncs slots and returns the context for
 	// the rest of the sync: spec.timeout, its clock stopped while waiting.
@@ -90,6 +97,7 @@ type SyncRequest struct {
 // merge coalesces a pending request with a new one: the more urgent trigger,
 // and the latest commit and requestedAt either carries.
 func (r SyncRequest) merge(o SyncRequest) SyncRequest {
+	drift := r.Drift || r.Trigger == TriggerReconcile
 	if o.Trigger.priority() >= r.Trigger.priority() {
 		r.Trigger = o.Trigger
 	}
@@ -100,6 +108,7 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 		r.HeardAt = o.HeardAt
 	}
 	r.Retry = r.Retry && o.Retry
+	r.Drift = r.Trigger != TriggerReconcile && (drift || o.Drift || o.Trigger == TriggerReconcile)
 	if o.RequestedAt != "" {
 		r.RequestedAt = o.RequestedAt
 	}
