@@ -94,6 +94,7 @@ func TestSyncRequestMerge(t *testing.T) {
 		{"webhook carries the drift check", SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerWebhook, Commit: "a"}, SyncRequest{Trigger: TriggerWebhook, Commit: "a", Drift: true}},
 		{"spec carries a later drift check", SyncRequest{Trigger: TriggerSpec}, SyncRequest{Trigger: TriggerReconcile}, SyncRequest{Trigger: TriggerSpec, Drift: true}},
 		{"the carried check stays", SyncRequest{Trigger: TriggerSpec, Drift: true}, SyncRequest{Trigger: TriggerWebhook, Commit: "b"}, SyncRequest{Trigger: TriggerWebhook, Commit: "b", Drift: true}},
+		{"a retried request keeps its check", SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerWebhook, Commit: "d", Retry: true, Drift: true}, SyncRequest{Trigger: TriggerWebhook, Commit: "d", Drift: true}},
 		{"no check, none carried", SyncRequest{Trigger: TriggerPoll}, SyncRequest{Trigger: TriggerWebhook, Commit: "c"}, SyncRequest{Trigger: TriggerWebhook, Commit: "c"}},
 	}
 	for _, tt := range tests {

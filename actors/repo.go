@@ -250,8 +250,8 @@ func (a *repoActor) trigger(ctx actor.Context, req SyncRequest) {
 	a.follow(req)
 }
 
-// follow sets req as the sync that follows the running one, merged with
-// any already set.
+// follow sets req as the next sync, merged with any already set: it
+// starts when the running sync ends, or at the end of finished.
 func (a *repoActor) follow(req SyncRequest) {
 	if a.next != nil {
 		req = a.next.merge(req)
@@ -360,9 +360,12 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 		a.failed = &SyncRequest{Trigger: TriggerDependency}
 		a.retryTimer = a.after(DependencyRecheck, &retryTick{})
 	case d.err == nil:
+		// A drift check folded into this sync, or into a failed one whose
+		// retry this success makes moot, runs next.
+		owed := req.Drift || (a.failed != nil && a.failed.Drift)
 		a.retries.reset()
 		a.stopRetry()
-		if req.Drift {
+		if owed && req.Trigger != TriggerReconcile && a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
 			a.follow(SyncRequest{Trigger: TriggerReconcile})
 		}
 	case errors.Is(d.err, ErrStalled):

@@ -33,24 +33,29 @@ func TestStatusAnsweredWhileSyncing(t *testing.T) {
 	}
 }
 
-// syncingAtStartup starts repository ns/a whose startup sync runs until
-// release is closed; the other syncs return at once.
-func syncingAtStartup(t *testing.T) (s *System, rec *recorder, release chan struct{}) {
+// syncingAtStartup starts repository ns/a, under cfg, whose startup sync
+// runs until release is closed; the other syncs return at once, with the
+// error of other when set.
+func syncingAtStartup(t *testing.T, cfg Config, other func(SyncRequest) error) (s *System, rec *recorder, release chan struct{}) {
 	release = make(chan struct{})
 	rec = &recorder{fn: func(ctx context.Context, _ *v1alpha1.GitRepository, req SyncRequest) error {
 		if req.Trigger == TriggerStartup {
 			return await(ctx, release)
 		}
+		if other != nil {
+			return other(req)
+		}
 		return nil
 	}}
-	s = start(t, Config{Syncer: rec})
+	cfg.Syncer = rec
+	s = start(t, cfg)
 	s.Upsert(newRepo("ns", "a", 1, time.Hour))
 	waitStatus(t, s, "ns/a", "startup sync running", func(st RepoStatus) bool { return st.State == StateSyncing })
 	return s, rec, release
 }
 
 func TestWebhooksDuringSlowSyncCoalesceIntoOneFollowUp(t *testing.T) {
-	s, rec, release := syncingAtStartup(t)
+	s, rec, release := syncingAtStartup(t, Config{}, nil)
 
 	key := types.NamespacedName{Namespace: "ns", Name: "a"}
 	for i := range 50 {
@@ -99,7 +104,7 @@ func TestDriftChecksSurviveCoalescing(t *testing.T) {
 		}, []Trigger{TriggerStartup, TriggerWebhook, TriggerReconcile}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, rec, release := syncingAtStartup(t)
+			s, rec, release := syncingAtStartup(t, Config{}, nil)
 			if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
 				t.Fatal(err)
 			}
@@ -114,6 +119,38 @@ func TestDriftChecksSurviveCoalescing(t *testing.T) {
 				t.Fatalf("syncs by trigger = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A drift check folded into an urgent sync that failed still runs when
+// another sync succeeds before the failed one's retry.
+func TestDriftCheckOfAFailedSyncFollowsTheNextSuccess(t *testing.T) {
+	webhookFails := func(req SyncRequest) error {
+		if req.Trigger == TriggerWebhook {
+			return errors.New("git host unreachable")
+		}
+		return nil
+	}
+	s, rec, release := syncingAtStartup(t, Config{Backoff: Backoff{Base: time.Hour, Max: time.Hour}}, webhookFails)
+	if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	waitStatus(t, s, "ns/a", "the webhook sync failed", func(st RepoStatus) bool {
+		return st.Syncs == 2 && st.State == StateIdle && st.LastError != nil
+	})
+	if err := s.send("ns/a", &tick{trigger: TriggerPoll}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, "ns/a", "the poll and what follows it", func(st RepoStatus) bool {
+		return st.Syncs == 4 && st.State == StateIdle && !st.Pending
+	})
+	want := []Trigger{TriggerStartup, TriggerWebhook, TriggerPoll, TriggerReconcile}
+	if got := triggers(rec.of("ns/a")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("syncs by trigger = %v, want %v", got, want)
 	}
 }
 

@@ -82,8 +82,10 @@ type SyncRequest struct {
 	Retry       bool
 	RequestedAt string // the requestedAt annotation handled, for manual syncs
 	// Drift marks an urgent request that a drift check was merged into:
-	// once its sync succeeds, the check runs next (the drift timer was
-	// already set for the interval after it).
+	// once its sync (or a later one, should it fail) succeeds, the check
+	// runs next, as the drift timer was already set for the interval
+	// after it. While urgent syncs keep following one another, the check
+	// goes on waiting behind them.
 	Drift bool
 	// Slot, set by the repository actor for the sync it starts, waits for
 	// one of the --max-concurrent-syncs slots and returns the context for

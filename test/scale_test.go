@@ -143,6 +143,19 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	ctrl := startController(b, "--webhook-secret-file", secretFile(b), "--watch-namespace", ns,
 		"--log-level", "warn", "--max-concurrent-syncs", strconv.Itoa(cfg.workers), "--profiling")
 	ctrl.waitReady(b)
+	if cfg.out != "" {
+		// The controller logs warnings only: what went wrong in the run,
+		// kept also when the run fails.
+		b.Cleanup(func() {
+			err := os.MkdirAll(cfg.out, 0o755)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(cfg.out, "controller.log"), []byte(ctrl.Logs()), 0o644)
+			}
+			if err != nil {
+				b.Logf("the controller's log is not kept: %v", err)
+			}
+		})
+	}
 	createRepo(b, ns, "hot", map[string]any{"url": hot.URL(), "interval": "1h", "reconcileInterval": "1h"})
 	waitPhase(b, ns, "hot", v1alpha1.PhaseSynced, hotCommit, time.Minute)
 
@@ -164,23 +177,17 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 		}
 		created = n
 		steady(cfg)
+		// Read before the forced GC cycles, so that the API server's work
+		// for this list of every status has ended when the window opens.
+		statuses := repoStatuses(b, ns)
 		p.RSSKiB, p.HeapKiB = settledMemory(b, ctrl, cfg.heapProfile(n))
 		p.LiveKiB = ctrl.metricValue(b, "go_gc_heap_live_bytes") / 1024
-		measureQuiet(b, cfg, ctrl, ns, &p)
+		measureQuiet(b, cfg, ctrl, ns, statuses, &p)
 		measurePushes(b, cfg, ctrl, ns, hot, &p)
 		measurePlaneIdle(b, cfg, ctrl, &p)
 		p.Events, p.EventMessages = eventTally(b, ns)
 		b.Logf("%d repositories: %+v", n, p)
 		points = append(points, p)
-	}
-	if cfg.out != "" {
-		// The controller logs warnings only: what went wrong in the run.
-		if err := os.MkdirAll(cfg.out, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(cfg.out, "controller.log"), []byte(ctrl.Logs()), 0o644); err != nil {
-			b.Fatal(err)
-		}
 	}
 	return points
 }
@@ -338,8 +345,7 @@ func settledMemory(b *testing.B, ctrl *proc, path string) (rss, heap float64) {
 
 // measureQuiet counts CPU seconds of the controller, kube-apiserver and
 // etcd, and the API server's requests by verb, over cfg.quiet.
-func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, p *benchchart.Point) {
-	statuses := repoStatuses(b, ns) // read before the window: a list of every status is not the controller's cost
+func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, statuses map[string]v1alpha1.GitRepositoryStatus, p *benchchart.Point) {
 	pids := controlPlanePIDs(b)
 	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
 	etcdBefore := cpuSeconds(b, pids["etcd"])

@@ -37,7 +37,8 @@ func repoStatuses(b *testing.B, ns string) map[string]v1alpha1.GitRepositoryStat
 // eventTally counts the Kubernetes Events in ns by type and reason
 // ("Warning DriftCheckFailed"), with the repeats the recorder folded into
 // one Event, and keeps the latest message of each: what the controller
-// reported during a run.
+// reported during a run, within the API server's --event-ttl (1h by
+// default): older Events are gone.
 func eventTally(b *testing.B, ns string) (map[string]int, map[string]string) {
 	b.Helper()
 	list, err := env.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
@@ -61,10 +62,7 @@ func eventTally(b *testing.B, ns string) (map[string]int, map[string]string) {
 }
 
 // statusChanges counts, over the repositories in both readings, what
-// changed in their status: a top-level field by its JSON name, a condition
-// by its type and its status and reason before and after ("condition
-// Drifted: False/InSync → True/CheckFailed"), or "(generation)" when only
-// the condition's observedGeneration moved.
+// changed in their status (statusDiff's names).
 func statusChanges(before, after map[string]v1alpha1.GitRepositoryStatus) map[string]int {
 	out := map[string]int{}
 	for name, a := range after {
@@ -79,7 +77,11 @@ func statusChanges(before, after map[string]v1alpha1.GitRepositoryStatus) map[st
 	return out
 }
 
-// statusDiff names what differs between two statuses of one repository.
+// statusDiff names what differs between two statuses of one repository:
+// a top-level field by its JSON name; a condition by its type and its
+// status and reason before and after ("condition Drifted: True/CheckFailed
+// → False/InSync"), or, when those stayed, what else moved ("condition
+// Drifted: False/InSync (generation)").
 func statusDiff(before, after v1alpha1.GitRepositoryStatus) []string {
 	var out []string
 	bv, av := reflect.ValueOf(before), reflect.ValueOf(after)

@@ -65,7 +65,7 @@ type Point struct {
 	FirstSyncStepMeanMs map[string]float64 `json:",omitempty"`
 	// Events are the Kubernetes Events in the benchmark's namespace when
 	// the point ended, by type and reason, and the latest message of each:
-	// cumulative over the run.
+	// those of the last hour (the API server's --event-ttl).
 	Events        map[string]int    `json:",omitempty"`
 	EventMessages map[string]string `json:",omitempty"`
 }
