@@ -360,9 +360,9 @@ func (a *repoActor) finished(ctx actor.Context, d *syncDone) {
 		a.failed = &SyncRequest{Trigger: TriggerDependency}
 		a.retryTimer = a.after(DependencyRecheck, &retryTick{})
 	case d.err == nil:
-		// A drift check folded into this sync, or into a failed one whose
-		// retry this success makes moot, runs next.
-		owed := req.Drift || (a.failed != nil && a.failed.Drift)
+		// A drift check folded into this sync, or owed by a failed sync
+		// whose retry this success makes moot, runs next.
+		owed := req.Drift || (a.failed != nil && a.failed.checksDrift())
 		a.retries.reset()
 		a.stopRetry()
 		if owed && req.Trigger != TriggerReconcile && a.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {

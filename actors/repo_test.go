@@ -122,35 +122,48 @@ func TestDriftChecksSurviveCoalescing(t *testing.T) {
 	}
 }
 
-// A drift check folded into an urgent sync that failed still runs when
-// another sync succeeds before the failed one's retry.
+// A drift check owed by a sync that failed (folded into an urgent one, or
+// the check's own) still runs when another sync succeeds before the failed
+// one's retry.
 func TestDriftCheckOfAFailedSyncFollowsTheNextSuccess(t *testing.T) {
-	webhookFails := func(req SyncRequest) error {
-		if req.Trigger == TriggerWebhook {
-			return errors.New("git host unreachable")
-		}
-		return nil
-	}
-	s, rec, release := syncingAtStartup(t, Config{Backoff: Backoff{Base: time.Hour, Max: time.Hour}}, webhookFails)
-	if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "c1"); err != nil {
-		t.Fatal(err)
-	}
-	close(release)
-	waitStatus(t, s, "ns/a", "the webhook sync failed", func(st RepoStatus) bool {
-		return st.Syncs == 2 && st.State == StateIdle && st.LastError != nil
-	})
-	if err := s.send("ns/a", &tick{trigger: TriggerPoll}); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, s, "ns/a", "the poll and what follows it", func(st RepoStatus) bool {
-		return st.Syncs == 4 && st.State == StateIdle && !st.Pending
-	})
-	want := []Trigger{TriggerStartup, TriggerWebhook, TriggerPoll, TriggerReconcile}
-	if got := triggers(rec.of("ns/a")); !reflect.DeepEqual(got, want) {
-		t.Fatalf("syncs by trigger = %v, want %v", got, want)
+	webhook := func(s *System) error { return s.Webhook(types.NamespacedName{Namespace: "ns", Name: "a"}, "c1") }
+	for _, tc := range []struct {
+		name   string
+		fails  Trigger
+		beside func(s *System) error // beside the drift tick, during the startup sync
+	}{
+		{"folded into a webhook", TriggerWebhook, webhook},
+		{"the check itself", TriggerReconcile, func(*System) error { return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			failing := func(req SyncRequest) error {
+				if req.Trigger == tc.fails {
+					return errors.New("git host unreachable")
+				}
+				return nil
+			}
+			s, rec, release := syncingAtStartup(t, Config{Backoff: Backoff{Base: time.Hour, Max: time.Hour}}, failing)
+			if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.beside(s); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			waitStatus(t, s, "ns/a", "the second sync failed", func(st RepoStatus) bool {
+				return st.Syncs == 2 && st.State == StateIdle && st.LastError != nil
+			})
+			if err := s.send("ns/a", &tick{trigger: TriggerPoll}); err != nil {
+				t.Fatal(err)
+			}
+			waitStatus(t, s, "ns/a", "the poll and what follows it", func(st RepoStatus) bool {
+				return st.Syncs == 4 && st.State == StateIdle && !st.Pending
+			})
+			want := []Trigger{TriggerStartup, tc.fails, TriggerPoll, TriggerReconcile}
+			if got := triggers(rec.of("ns/a")); !reflect.DeepEqual(got, want) {
+				t.Fatalf("syncs by trigger = %v, want %v", got, want)
+			}
+		})
 	}
 }
 

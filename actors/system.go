@@ -99,7 +99,7 @@ type SyncRequest struct {
 // merge coalesces a pending request with a new one: the more urgent trigger,
 // and the latest commit and requestedAt either carries.
 func (r SyncRequest) merge(o SyncRequest) SyncRequest {
-	drift := r.Drift || r.Trigger == TriggerReconcile
+	drift := r.checksDrift() || o.checksDrift()
 	if o.Trigger.priority() >= r.Trigger.priority() {
 		r.Trigger = o.Trigger
 	}
@@ -110,11 +110,17 @@ func (r SyncRequest) merge(o SyncRequest) SyncRequest {
 		r.HeardAt = o.HeardAt
 	}
 	r.Retry = r.Retry && o.Retry
-	r.Drift = r.Trigger != TriggerReconcile && (drift || o.Drift || o.Trigger == TriggerReconcile)
+	r.Drift = drift && r.Trigger != TriggerReconcile
 	if o.RequestedAt != "" {
 		r.RequestedAt = o.RequestedAt
 	}
 	return r
+}
+
+// checksDrift reports whether r's sync owes a drift check: it is one, or
+// one was folded into it.
+func (r SyncRequest) checksDrift() bool {
+	return r.Drift || r.Trigger == TriggerReconcile
 }
 
 // Syncer runs one sync of one repository. It gets the Memory the previous

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -94,12 +95,17 @@ func statusDiff(before, after v1alpha1.GitRepositoryStatus) []string {
 			out = append(out, strings.Split(f.Tag.Get("json"), ",")[0])
 		}
 	}
-	seen := map[string]bool{}
-	for _, c := range append(before.Conditions, after.Conditions...) {
-		seen[c.Type] = true
+	var types []string // in order: before's, then those added
+	for _, c := range before.Conditions {
+		types = append(types, c.Type)
 	}
-	for typ := range seen {
-		b, a := findCondition(before.Conditions, typ), findCondition(after.Conditions, typ)
+	for _, c := range after.Conditions {
+		if meta.FindStatusCondition(before.Conditions, c.Type) == nil {
+			types = append(types, c.Type)
+		}
+	}
+	for _, typ := range types {
+		b, a := meta.FindStatusCondition(before.Conditions, typ), meta.FindStatusCondition(after.Conditions, typ)
 		if reflect.DeepEqual(b, a) {
 			continue
 		}
@@ -110,15 +116,6 @@ func statusDiff(before, after v1alpha1.GitRepositoryStatus) []string {
 		out = append(out, desc)
 	}
 	return out
-}
-
-func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
-	for i := range cs {
-		if cs[i].Type == typ {
-			return &cs[i]
-		}
-	}
-	return nil
 }
 
 func conditionState(c *metav1.Condition) string {
@@ -163,6 +160,11 @@ func TestStatusDiffNamesWhatChanged(t *testing.T) {
 			[]string{"condition Drifted: absent → False/InSync"}},
 		{"field", v1alpha1.GitRepositoryStatus{Phase: v1alpha1.PhasePending}, v1alpha1.GitRepositoryStatus{Phase: v1alpha1.PhaseSynced},
 			[]string{"phase"}},
+		{"two conditions, in order", v1alpha1.GitRepositoryStatus{Conditions: []metav1.Condition{
+			{Type: v1alpha1.ConditionReady, Status: "True", Reason: "Applied"}, {Type: v1alpha1.ConditionDrifted, Status: "False", Reason: "InSync"}}},
+			v1alpha1.GitRepositoryStatus{Conditions: []metav1.Condition{
+				{Type: v1alpha1.ConditionDrifted, Status: "True", Reason: "DriftDetected"}, {Type: v1alpha1.ConditionReady, Status: "False", Reason: "FetchFailed"}}},
+			[]string{"condition Ready: True/Applied → False/FetchFailed", "condition Drifted: False/InSync → True/DriftDetected"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := statusDiff(tc.before, tc.after); !reflect.DeepEqual(got, tc.want) {
