@@ -23,7 +23,7 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 
 PREFIX ?= $(shell go env GOPATH)
 
-.PHONY: all build install-cli test race race-short soak unit controlplane fuzz bench generate lint run devcluster deploy kind-up clean
+.PHONY: all build install-cli test race race-short soak unit controlplane fuzz bench bench-summary generate lint run devcluster deploy kind-up clean
 
 all: build
 
@@ -104,6 +104,13 @@ bench: controlplane
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" go test -p 1 -run '^$$' -bench 'GitHubPush|WebhookToApplied|QuietPoll|PushedCommit|DriftCheck|LoadManifests' -benchmem -count=5 ./webhook/ ./gitsrc/ ./k8s/ ./k8s/clustertest/ ./test/
 	KUBEBUILDER_ASSETS="$$(test/controlplane/build.sh)" BENCH_SCALE=$(BENCH_SCALE) ALUMIINI_BENCH_OUT=$(BENCH_OUT) \
 		go test -run '^$$' -bench 'Scale|ClusterFirstSync' -benchtime 1x -timeout 3h ./test/
+
+# bench-summary: medians over the recorded runs of the scale harness
+# (BENCH_RUNS: those since session 21, whose test git server is today's),
+# as a table and charts in docs/bench/summary/ for docs/benchmarks.md.
+BENCH_RUNS ?= $(sort $(wildcard docs/bench/results-*-s2[1-9]*.json))
+bench-summary:
+	go run ./test/benchchart/summarize -out docs/bench/summary $(BENCH_RUNS)
 
 generate:
 	$(CONTROLLER_GEN) object:headerFile=crd/boilerplate.go.txt \

@@ -40,7 +40,7 @@ type scaleConfig struct {
 	pushes    int           // webhook pushes timed at each point
 	workers   int           // concurrency of creates, of the controller's syncs and of the baseline
 	out       string        // where results.json (and charts) are written; "" skips
-	profile   string        // where CPU profiles of the quiet and paused windows are written; "" skips
+	profile   string        // where CPU profiles (first sync, baseline, quiet and paused windows) are written; "" skips
 }
 
 // scaleConfigFromEnv reads BENCH_SCALE (largest N, default 1000) and the
@@ -164,11 +164,15 @@ func runScale(b *testing.B, cfg scaleConfig) []benchchart.Point {
 	for _, n := range cfg.points {
 		p := benchchart.Point{Repos: n, Interval: cfg.intervalAt(n), Reconcile: cfg.reconcile}
 		steps := meansSince(b, ctrl, "alumiini_sync_step_seconds", "step", `trigger="startup"`)
+		before := readWork(b, ctrl)
+		stop := cpuProfiles(b, cfg.profile, fmt.Sprintf("firstsync-%d", n), ctrl)
 		start := createIdleRepos(b, cfg, ns, idle.URL(), created, n)
 		waitAllSynced(b, ns, n+1, ctrl) // +1: the hot repository
 		p.FirstSyncSeconds = time.Since(start).Seconds()
+		stop()
+		p.FirstSyncWork = readWork(b, ctrl).since(before, n-created)
 		p.FirstSyncStepMeanMs = steps()
-		p.BaselineSeconds = directApplies(b, cfg, ns, created, n)
+		p.BaselineSeconds, p.BaselineWork = directApplies(b, cfg, ns, created, n)
 		if p.BaselineSeconds > 0 {
 			p.FirstSyncRatio = p.FirstSyncSeconds / p.BaselineSeconds
 		}
@@ -274,9 +278,12 @@ func setIntervals(b *testing.B, cfg scaleConfig, ns string, n int, interval stri
 
 // directApplies is the first-sync baseline: the same server-side applies
 // (20 ConfigMaps into each of to-from fresh namespaces) issued directly
-// through client-go with the controller's concurrency.
-func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float64 {
+// through client-go with the controller's concurrency. It returns their
+// time, and the work of the namespaces' creates and the applies.
+func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) (float64, benchchart.Work) {
 	prefix := ns + "-base"
+	before := readWork(b, nil)
+	stop := cpuProfiles(b, cfg.profile, fmt.Sprintf("baseline-%d", to), nil)
 	createNamespaces(b, cfg.workers, prefix, from, to)
 	files := twentyConfigMaps("")
 	start := time.Now()
@@ -289,6 +296,8 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 		return err
 	})
 	secs := time.Since(start).Seconds()
+	stop()
+	work := readWork(b, nil).since(before, to-from)
 	// The baseline's objects are the harness's, not the workload's: left
 	// stored, they would double what the control plane keeps (and checks
 	// against its watch cache) in every later window.
@@ -296,7 +305,36 @@ func directApplies(b *testing.B, cfg scaleConfig, ns string, from, to int) float
 		return env.Kube.CoreV1().ConfigMaps(fmt.Sprintf("%s-%05d", prefix, i)).DeleteCollection(context.Background(),
 			metav1.DeleteOptions{}, metav1.ListOptions{})
 	})
-	return secs
+	return secs, work
+}
+
+// work is a reading of what the controller (when there is one) and the
+// control plane have spent so far: CPU seconds and the API server's
+// requests.
+type work struct {
+	ctrl, plane float64
+	requests    map[apiCall]float64
+}
+
+func readWork(b *testing.B, ctrl *proc) work {
+	w := work{plane: planeCPU(b, controlPlanePIDs(b)), requests: apiRequests(b)}
+	if ctrl != nil {
+		w.ctrl = cpuSeconds(b, ctrl.cmd.Process.Pid)
+	}
+	return w
+}
+
+// since is the work done from before to w, the requests per repository
+// of the repos the interval added.
+func (w work) since(before work, repos int) benchchart.Work {
+	out := benchchart.Work{ControllerCPUSeconds: w.ctrl - before.ctrl, PlaneCPUSeconds: w.plane - before.plane,
+		RequestsPerRepo: map[string]float64{}}
+	for call, n := range w.requests {
+		if d := n - before.requests[call]; d > 0 && repos > 0 {
+			out.RequestsPerRepo[call.String()] += d / float64(repos)
+		}
+	}
+	return out
 }
 
 // heapProfile is where the settled heap profile at n repositories is

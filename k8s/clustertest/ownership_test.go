@@ -130,23 +130,31 @@ func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { ret
 // TestClaimsOfManyNewObjectsAreListed: a run that brings many new objects
 // reads the claims of each namespace as lists, not object by object, and
 // still refuses what another existing GitRepository manages (one of the
-// same name in another namespace included) and takes over what a deleted
-// one left.
+// same name in another namespace included), takes over what a deleted
+// one left, and keeps what it manages already.
 func TestClaimsOfManyNewObjectsAreListed(t *testing.T) {
 	ns, other := env.Namespace(t), env.Namespace(t)
 	createGitRepository(t, ns, "a")
 	createGitRepository(t, other, "b")
+	createGitRepository(t, ns, "b") // the repository applying below
 	plain := newApplier(t)
-	for _, owner := range []k8s.Owner{{Namespace: ns, Name: "a"}, {Namespace: other, Name: "b"}, {Namespace: ns, Name: "gone"}} {
-		name := map[string]string{"a": "shared", "b": "twin", "gone": "orphan"}[owner.Name]
-		res, err := plain.Apply(ctx(t), load(t, map[string]string{"cm.yaml": configMap(name, owner.Name)}), k8s.Options{Owner: owner, TargetNamespace: ns})
+	for _, set := range []struct {
+		owner k8s.Owner
+		name  string
+	}{
+		{k8s.Owner{Namespace: ns, Name: "a"}, "shared"},
+		{k8s.Owner{Namespace: other, Name: "b"}, "twin"},
+		{k8s.Owner{Namespace: ns, Name: "gone"}, "orphan"},
+		{k8s.Owner{Namespace: ns, Name: "b"}, "mine"}, // the list holds it too: not a claim
+	} {
+		res, err := plain.Apply(ctx(t), load(t, map[string]string{"cm.yaml": configMap(set.name, set.owner.Name)}), k8s.Options{Owner: set.owner, TargetNamespace: ns})
 		if err != nil || len(res.Failed) > 0 {
-			t.Fatalf("set up %s: %v %v", name, err, res.Failed)
+			t.Fatalf("set up %s: %v %v", set.name, err, res.Failed)
 		}
 	}
 
 	files := map[string]string{}
-	for _, name := range []string{"shared", "twin", "orphan", "fresh-1", "fresh-2", "fresh-3"} {
+	for _, name := range []string{"shared", "twin", "orphan", "mine", "fresh-1", "fresh-2", "fresh-3"} {
 		files[name+".yaml"] = configMap(name, "b")
 	}
 	a, count := countingApplier(t)
@@ -164,7 +172,7 @@ func TestClaimsOfManyNewObjectsAreListed(t *testing.T) {
 	if cm, err := getCM(t, ns, "orphan"); err != nil || cm.Data["key"] != "b" {
 		t.Fatalf("orphan of a deleted repository not taken over: %v %v", cm, err)
 	}
-	if gets, lists := count("GET", "/namespaces/"+ns+"/configmaps/"), count("GET", "/namespaces/"+ns+"/configmaps?"); gets != 0 || lists != 2 {
-		t.Fatalf("%d reads of single ConfigMaps and %d lists; want no single reads and 2 lists", gets, lists)
+	if gets, lists := count("GET", "/namespaces/"+ns+"/configmaps/"), count("GET", "/namespaces/"+ns+"/configmaps?"); gets != 0 || lists != 1 {
+		t.Fatalf("%d reads of single ConfigMaps and %d lists; want no single reads and 1 list", gets, lists)
 	}
 }

@@ -60,6 +60,11 @@ type Point struct {
 	// PushFetchMs is each push's git fetch, in the order of PushMs: what
 	// the git server's share of each push was.
 	PushFetchMs []float64 `json:",omitempty"`
+	// FirstSyncWork is what the first sync cost, from the first create of
+	// a GitRepository (with its namespace) until all were Synced, and
+	// BaselineWork what the direct applies cost (with their namespaces'
+	// creates): where the first sync ratio comes from.
+	FirstSyncWork, BaselineWork Work
 	// FirstSyncStepMeanMs is the mean time of each pipeline step of the
 	// first syncs: whether they waited for git, a slot or the API server.
 	FirstSyncStepMeanMs map[string]float64 `json:",omitempty"`
@@ -68,6 +73,17 @@ type Point struct {
 	// those of the last hour (the API server's --event-ttl).
 	Events        map[string]int    `json:",omitempty"`
 	EventMessages map[string]string `json:",omitempty"`
+}
+
+// Work is what the controller and the control plane spent over an
+// interval of a benchmark.
+type Work struct {
+	ControllerCPUSeconds float64 `json:",omitempty"` // no controller runs the baseline
+	PlaneCPUSeconds      float64 // kube-apiserver + etcd
+	// RequestsPerRepo are the API server's requests by verb and resource
+	// ("APPLY configmaps", "APPLY gitrepositories/status"), divided by the
+	// repositories the interval added.
+	RequestsPerRepo map[string]float64 `json:",omitempty"`
 }
 
 // Peer is a figure of the controller users would pick instead, measured
