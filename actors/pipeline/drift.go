@@ -42,7 +42,7 @@ func driftQuick(ctx context.Context, s *syncState) *Outcome {
 	if moved, err := s.p.Applier.Moved(ctx, inv, s.mem.Versions, opts); err != nil || moved {
 		return nil
 	}
-	return &Outcome{Kind: DriftInSync, Reason: "InSync", Message: "The cluster matches git.", Drift: &k8s.DriftResult{}}
+	return &Outcome{Kind: DriftInSync, Reason: reasonInSync, Message: messageInSync, Drift: &k8s.DriftResult{}}
 }
 
 func driftLoad(ctx context.Context, s *syncState) *Outcome {
@@ -74,7 +74,7 @@ func driftCheck(ctx context.Context, s *syncState) *Outcome {
 		o.Kind, o.Reason = DriftCheckFailed, "CheckFailed"
 		o.Message = fmt.Sprintf("Could not compare %d object(s) with the cluster: %v.", len(res.Failed), res.Failed[0])
 	case found == 0:
-		o.Kind, o.Reason, o.Message = DriftInSync, "InSync", "The cluster matches git."
+		o.Kind, o.Reason, o.Message = DriftInSync, reasonInSync, messageInSync
 	case mode == v1alpha1.DriftCorrect && len(res.Failed) == 0:
 		o.Kind, o.Reason = DriftCorrected, "Corrected"
 		o.Message = fmt.Sprintf("Corrected drift of %d object(s) at commit %s: %s.", found, commit, names(res.Drifted, res.Missing))

@@ -612,3 +612,52 @@ func TestFetchesSayWhoWaitsForThem(t *testing.T) {
 		}
 	}
 }
+
+// A sync that trusted no hash sent every object, so its status says the
+// cluster matches git and the first drift check has nothing to write. One
+// that trusted hashes sent only what changed: it leaves the condition as
+// the last check left it. With drift: Ignore no check runs, and nothing
+// says Drifted.
+func TestFullApplySaysInSync(t *testing.T) {
+	drifted := k8s.DriftResult{Drifted: []v1alpha1.ObjectRef{{Kind: "ConfigMap", Namespace: "ns", Name: "a"}}}
+	t.Run("first sync", func(t *testing.T) {
+		r := newRig()
+		mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+		if got := condition(mem.Status, v1alpha1.ConditionDrifted); err != nil || got != "False/InSync" {
+			t.Fatalf("err %v, Drifted %q; want False/InSync", err, got)
+		}
+		writes := r.status.writes
+		if _, err := r.sync(t, actors.TriggerReconcile, mem); err != nil || r.status.writes != writes {
+			t.Fatalf("first drift check: err %v, %d status writes; want none", err, r.status.writes-writes)
+		}
+	})
+	t.Run("new commit, hashes trusted", func(t *testing.T) {
+		r := newRig()
+		r.repo.Spec.Drift = v1alpha1.DriftDetect
+		mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.applier.drift = drifted
+		if mem, err = r.sync(t, actors.TriggerReconcile, mem); err != nil {
+			t.Fatal(err)
+		}
+		found := condition(mem.Status, v1alpha1.ConditionDrifted)
+		if found == "False/InSync" {
+			t.Fatalf("the check's Drifted is %q", found)
+		}
+		r.source.commit = "c2c2c2c2c2"
+		mem, err = r.sync(t, actors.TriggerPoll, mem)
+		if got := condition(mem.Status, v1alpha1.ConditionDrifted); err != nil || got != found || r.applier.lastHashes == nil {
+			t.Fatalf("err %v, Drifted %q, hashes trusted %v; want the check's %q kept", err, got, r.applier.lastHashes, found)
+		}
+	})
+	t.Run("drift: Ignore", func(t *testing.T) {
+		r := newRig()
+		r.repo.Spec.Drift = v1alpha1.DriftIgnore
+		mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
+		if got := condition(mem.Status, v1alpha1.ConditionDrifted); err != nil || got != "" {
+			t.Fatalf("err %v, Drifted %q; want none", err, got)
+		}
+	})
+}

@@ -18,13 +18,21 @@ type Figure struct {
 	get    func(Point) float64
 }
 
+// The figures the charts and the slope take from a summary.
+const (
+	figRSS  = "RSS, settled"
+	figHeap = "Go heap in use, settled"
+	figP50  = "push → applied p50"
+	figP99  = "push → applied p99"
+)
+
 // Figures are the figures a summary reports, in the order of its table.
 // A zero is "not measured": older results lack newer figures, and a run
 // without a paused window has no idle control-plane CPU.
 func Figures() []Figure {
 	return []Figure{
-		{"RSS, settled", "MiB", "", "247–254 KiB per repository at 1,000", func(p Point) float64 { return p.RSSKiB / 1024 }},
-		{"Go heap in use, settled", "MiB", "", "", func(p Point) float64 { return p.HeapKiB / 1024 }},
+		{figRSS, "MiB", "", "247–254 KiB per repository at 1,000", func(p Point) float64 { return p.RSSKiB / 1024 }},
+		{figHeap, "MiB", "", "", func(p Point) float64 { return p.HeapKiB / 1024 }},
 		{"live heap, settled", "MiB", "", "", func(p Point) float64 { return p.LiveKiB / 1024 }},
 		{"first sync / direct applies", "×", "within 1.2×", "1,000 × 20 in 13m27s", func(p Point) float64 { return p.FirstSyncRatio }},
 		{"controller CPU, quiet", "% of a core", "< 5% at 10,000", "35–44 CPU-s a minute", func(p Point) float64 { return p.ControllerCPUPercent }},
@@ -35,8 +43,8 @@ func Figures() []Figure {
 			}
 			return p.ControllerCPUPercent + p.ControlPlaneCPUPercent
 		}},
-		{"push → applied p50", "ms", "< 50", "0.83–1.82 s at 200, 66 s at 1,000", func(p Point) float64 { return p.PushP50Ms }},
-		{"push → applied p99", "ms", "< 100", "4m52s at 1,000", func(p Point) float64 { return p.PushP99Ms }},
+		{figP50, "ms", "< 50", "0.83–1.82 s at 200, 66 s at 1,000", func(p Point) float64 { return p.PushP50Ms }},
+		{figP99, "ms", "< 100", "4m52s at 1,000", func(p Point) float64 { return p.PushP99Ms }},
 		{"of which the git fetch (mean)", "ms", "", "", func(p Point) float64 { return p.PushFetchMeanMs }},
 		{"webhook reply p99", "ms", "< 10 (design §6)", "", func(p Point) float64 { return p.WebhookP99Ms }},
 	}
@@ -100,8 +108,8 @@ func Medians(sums []Summary) []Point {
 	points := make([]Point, len(sums))
 	for i, s := range sums {
 		m := func(name string) float64 { return s.Figures[name].Median }
-		points[i] = Point{Repos: s.Repos, RSSKiB: m("RSS, settled") * 1024, HeapKiB: m("Go heap in use, settled") * 1024,
-			PushP50Ms: m("push → applied p50"), PushP99Ms: m("push → applied p99")}
+		points[i] = Point{Repos: s.Repos, RSSKiB: m(figRSS) * 1024, HeapKiB: m(figHeap) * 1024,
+			PushP50Ms: m(figP50), PushP99Ms: m(figP99)}
 	}
 	return points
 }

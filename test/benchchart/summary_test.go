@@ -1,6 +1,7 @@
 package benchchart
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func TestSpread(t *testing.T) {
 // measure (a zero), so that an older run lowers no median.
 func TestSummarize(t *testing.T) {
 	runs := [][]Point{
-		{{Repos: 100, PushP50Ms: 60, LiveKiB: 0}, {Repos: 1000, PushP50Ms: 80, LiveKiB: 2048}},
+		{{Repos: 100, PushP50Ms: 60, LiveKiB: 0}, {Repos: 1000, PushP50Ms: 80, PushP99Ms: 120, LiveKiB: 2048, RSSKiB: 3072, HeapKiB: 1024}},
 		{{Repos: 1000, PushP50Ms: 70, LiveKiB: 4096}},
 		{{Repos: 1000, PushP50Ms: 90, LiveKiB: 0}, {Repos: 100, PushP50Ms: 50}},
 	}
@@ -45,8 +46,9 @@ func TestSummarize(t *testing.T) {
 	if _, ok := sums[0].Figures["live heap, settled"]; ok {
 		t.Error("live heap at 100 has a figure though no run measured it")
 	}
-	if got := Medians(sums)[1]; got.Repos != 1000 || got.PushP50Ms != 80 {
-		t.Errorf("Medians()[1] = %+v", got)
+	want := Point{Repos: 1000, PushP50Ms: 80, PushP99Ms: 120, RSSKiB: 3072, HeapKiB: 1024}
+	if got := Medians(sums)[1]; !reflect.DeepEqual(got, want) {
+		t.Errorf("Medians()[1] = %+v, want %+v", got, want)
 	}
 }
 
