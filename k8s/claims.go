@@ -58,11 +58,15 @@ func (r *run) claimable(ctx context.Context, m *meta.RESTMapping, obj *unstructu
 // GitRepository's labels claim: those with another name, and those with
 // this name in another namespace. A label selector cannot say "another
 // name or another namespace", so it lists every labelled object's metadata
-// and leaves out owner's own: one request, where two selectors took two.
+// and leaves out owner's own (and those whose name label is empty, as
+// claimable does). For a first sync that is one request where two
+// selectors took two; a later run that adds objects beside many of its
+// own pages through their metadata too (500 a page), which is rarer and
+// costs a few lists.
 func (a *Applier) listClaims(ctx context.Context, m *meta.RESTMapping, namespace string, owner Owner) (map[string]Owner, error) {
 	owners := map[string]Owner{}
 	err := a.listMetadata(ctx, m, namespace, v1alpha1.LabelName, func(o *metav1.PartialObjectMetadata) {
-		if other := (Owner{Namespace: o.Labels[v1alpha1.LabelNamespace], Name: o.Labels[v1alpha1.LabelName]}); other != owner {
+		if other := (Owner{Namespace: o.Labels[v1alpha1.LabelNamespace], Name: o.Labels[v1alpha1.LabelName]}); other.Name != "" && other != owner {
 			owners[o.Name] = other
 		}
 	})

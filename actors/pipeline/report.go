@@ -26,11 +26,12 @@ func appliedStatus(s *syncState, o *Outcome, st *v1alpha1.GitRepositoryStatus) {
 	setCondition(st, v1alpha1.ConditionReady, true, reason, o.Message, s.repo.Generation)
 	dropCondition(st, v1alpha1.ConditionStalled)
 	dropCondition(st, v1alpha1.ConditionReconciling)
-	// An apply that trusted no hash sent every object, so the cluster is
-	// what git says: the next drift check would find it in sync, and now
-	// finds the condition already saying so instead of writing it (one
-	// status write per repository after every first sync and spec change).
-	if len(s.hashes) == 0 && s.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
+	// An apply that skipped no object sent every one (server-side, with
+	// force), so the cluster is what git says: the next drift check would
+	// find it in sync, and now finds the condition already saying so
+	// instead of writing it (one status write per repository after every
+	// first sync and spec change).
+	if len(s.result.Unchanged) == 0 && s.repo.Spec.DriftMode() != v1alpha1.DriftIgnore {
 		setCondition(st, v1alpha1.ConditionDrifted, false, reasonInSync, messageInSync, s.repo.Generation)
 	}
 }

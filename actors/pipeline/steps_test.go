@@ -584,7 +584,7 @@ func TestAQuietDriftCheckWritesNoStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mem, err = r.sync(t, actors.TriggerReconcile, mem); err != nil { // the first check says InSync
+	if mem, err = r.sync(t, actors.TriggerReconcile, mem); err != nil { // the first sync already said InSync
 		t.Fatal(err)
 	}
 	calls := r.status.calls
@@ -613,10 +613,10 @@ func TestFetchesSayWhoWaitsForThem(t *testing.T) {
 	}
 }
 
-// A sync that trusted no hash sent every object, so its status says the
+// A sync that skipped no object sent every one, so its status says the
 // cluster matches git and the first drift check has nothing to write. One
-// that trusted hashes sent only what changed: it leaves the condition as
-// the last check left it. With drift: Ignore no check runs, and nothing
+// that skipped objects by their trusted hashes sent only what changed: it
+// leaves the condition as the last check left it. With drift: Ignore no check runs, and nothing
 // says Drifted.
 func TestFullApplySaysInSync(t *testing.T) {
 	drifted := k8s.DriftResult{Drifted: []v1alpha1.ObjectRef{{Kind: "ConfigMap", Namespace: "ns", Name: "a"}}}
@@ -631,7 +631,7 @@ func TestFullApplySaysInSync(t *testing.T) {
 			t.Fatalf("first drift check: err %v, %d status writes; want none", err, r.status.writes-writes)
 		}
 	})
-	t.Run("new commit, hashes trusted", func(t *testing.T) {
+	t.Run("new commit, objects skipped", func(t *testing.T) {
 		r := newRig()
 		r.repo.Spec.Drift = v1alpha1.DriftDetect
 		mem, err := r.sync(t, actors.TriggerStartup, actors.Memory{})
@@ -643,10 +643,11 @@ func TestFullApplySaysInSync(t *testing.T) {
 			t.Fatal(err)
 		}
 		found := condition(mem.Status, v1alpha1.ConditionDrifted)
-		if found == "False/InSync" {
-			t.Fatalf("the check's Drifted is %q", found)
+		if found != "True/DriftDetected" {
+			t.Fatalf("the check's Drifted is %q, want True/DriftDetected", found)
 		}
 		r.source.commit = "c2c2c2c2c2"
+		r.applier.res.Unchanged = []v1alpha1.ObjectRef{{Kind: "ConfigMap", Name: "b"}} // skipped: its hash was trusted
 		mem, err = r.sync(t, actors.TriggerPoll, mem)
 		if got := condition(mem.Status, v1alpha1.ConditionDrifted); err != nil || got != found || r.applier.lastHashes == nil {
 			t.Fatalf("err %v, Drifted %q, hashes trusted %v; want the check's %q kept", err, got, r.applier.lastHashes, found)

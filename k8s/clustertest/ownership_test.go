@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
@@ -153,8 +154,14 @@ func TestClaimsOfManyNewObjectsAreListed(t *testing.T) {
 		}
 	}
 
+	// A name label left empty claims nothing, as for a single read.
+	blank := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "blank", Namespace: ns, Labels: map[string]string{v1alpha1.LabelName: ""}}}
+	if _, err := env.Kube.CoreV1().ConfigMaps(ns).Create(ctx(t), blank, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	files := map[string]string{}
-	for _, name := range []string{"shared", "twin", "orphan", "mine", "fresh-1", "fresh-2", "fresh-3"} {
+	for _, name := range []string{"shared", "twin", "orphan", "mine", "blank", "fresh-1", "fresh-2", "fresh-3"} {
 		files[name+".yaml"] = configMap(name, "b")
 	}
 	a, count := countingApplier(t)

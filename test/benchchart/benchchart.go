@@ -78,7 +78,11 @@ type Point struct {
 // Work is what the controller and the control plane spent over an
 // interval of a benchmark.
 type Work struct {
-	ControllerCPUSeconds float64 `json:",omitempty"` // no controller runs the baseline
+	// ControllerCPUSeconds is not read for the baseline. The controller
+	// runs on through it (the earlier repositories' polls and drift
+	// checks), and its requests are counted in the baseline's, as the
+	// earlier repositories' are in a first sync's.
+	ControllerCPUSeconds float64 `json:",omitempty"`
 	PlaneCPUSeconds      float64 // kube-apiserver + etcd
 	// RequestsPerRepo are the API server's requests by verb and resource
 	// ("APPLY configmaps", "APPLY gitrepositories/status"), divided by the
@@ -149,10 +153,15 @@ func Draw(dir string, points []Point, peer []Peer) error {
 		"Flux v2.9.4 p50", flux(func(p Peer) float64 { return p.PushP50Ms }))
 }
 
+// series is y against repositories, leaving out the points where y is
+// zero: not measured (a summary's median of no run), and not drawable on
+// a log scale.
 func series(points []Point, y func(Point) float64) plotter.XYs {
-	xys := make(plotter.XYs, len(points))
-	for i, p := range points {
-		xys[i].X, xys[i].Y = float64(p.Repos), y(p)
+	var xys plotter.XYs
+	for _, p := range points {
+		if v := y(p); v != 0 {
+			xys = append(xys, plotter.XY{X: float64(p.Repos), Y: v})
+		}
 	}
 	return xys
 }
