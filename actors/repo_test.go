@@ -105,12 +105,7 @@ func TestDriftChecksSurviveCoalescing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, rec, release := syncingAtStartup(t, Config{}, nil)
-			if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
-				t.Fatal(err)
-			}
-			if err := tc.beside(s); err != nil {
-				t.Fatal(err)
-			}
+			driftTickBeside(t, s, tc.beside)
 			close(release)
 			waitStatus(t, s, "ns/a", "follow-ups done", func(st RepoStatus) bool {
 				return st.Syncs == len(tc.want) && st.State == StateIdle && !st.Pending
@@ -119,6 +114,18 @@ func TestDriftChecksSurviveCoalescing(t *testing.T) {
 				t.Fatalf("syncs by trigger = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// driftTickBeside sends a drift tick and then what beside sends, while
+// the startup sync runs: both fold into the sync that follows it.
+func driftTickBeside(t *testing.T, s *System, beside func(s *System) error) {
+	t.Helper()
+	if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
+		t.Fatal(err)
+	}
+	if err := beside(s); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -143,12 +150,7 @@ func TestDriftCheckOfAFailedSyncFollowsTheNextSuccess(t *testing.T) {
 				return nil
 			}
 			s, rec, release := syncingAtStartup(t, Config{Backoff: Backoff{Base: time.Hour, Max: time.Hour}}, failing)
-			if err := s.send("ns/a", &tick{trigger: TriggerReconcile}); err != nil {
-				t.Fatal(err)
-			}
-			if err := tc.beside(s); err != nil {
-				t.Fatal(err)
-			}
+			driftTickBeside(t, s, tc.beside)
 			close(release)
 			waitStatus(t, s, "ns/a", "the second sync failed", func(st RepoStatus) bool {
 				return st.Syncs == 2 && st.State == StateIdle && st.LastError != nil

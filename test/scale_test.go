@@ -385,9 +385,7 @@ func settledMemory(b *testing.B, ctrl *proc, path string) (rss, heap float64) {
 // etcd, and the API server's requests by verb, over cfg.quiet.
 func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, statuses map[string]v1alpha1.GitRepositoryStatus, p *benchchart.Point) {
 	pids := controlPlanePIDs(b)
-	ctrlBefore, planeBefore := cpuSeconds(b, ctrl.cmd.Process.Pid), planeCPU(b, pids)
-	etcdBefore := cpuSeconds(b, pids["etcd"])
-	reqBefore := apiRequests(b)
+	etcdBefore, before := cpuSeconds(b, pids["etcd"]), readWork(b, ctrl)
 	syncs := func(trigger string) float64 {
 		return ctrl.metricValue(b, "alumiini_syncs_total", fmt.Sprintf("trigger=%q", trigger))
 	}
@@ -396,14 +394,15 @@ func measureQuiet(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, statuses
 	testenv.Hold(cfg.quiet) // the measurement window itself
 	stop()
 	secs := cfg.quiet.Seconds()
-	p.ControllerCPUPercent = 100 * (cpuSeconds(b, ctrl.cmd.Process.Pid) - ctrlBefore) / secs
-	p.ControlPlaneCPUPercent = 100 * (planeCPU(b, pids) - planeBefore) / secs
+	after := readWork(b, ctrl)
+	p.ControllerCPUPercent = 100 * (after.ctrl - before.ctrl) / secs
+	p.ControlPlaneCPUPercent = 100 * (after.plane - before.plane) / secs
 	p.EtcdCPUPercent = 100 * (cpuSeconds(b, pids["etcd"]) - etcdBefore) / secs
 	p.DriftChecksPerMinute = (syncs("reconcile") - checksBefore) / cfg.quiet.Minutes()
 	p.PollsPerMinute = (syncs("poll") - pollsBefore) / cfg.quiet.Minutes()
 	p.RequestsPerMinute, p.WritesPerMinute = map[string]float64{}, map[string]float64{}
-	for call, n := range apiRequests(b) {
-		d := (n - reqBefore[call]) / cfg.quiet.Minutes()
+	for call, n := range after.requests {
+		d := (n - before.requests[call]) / cfg.quiet.Minutes()
 		if d <= 0 {
 			continue
 		}
