@@ -88,15 +88,19 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 	if code, body, err := httpGet("http://" + ctrl.health + "/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz = %d %q %v", code, body, err)
 	}
-	code, body, err := httpGet("http://" + ctrl.metrics + "/metrics")
-	if err != nil || code != 200 {
-		t.Fatalf("/metrics = %d, %v", code, err)
-	}
-	for _, name := range []string{"alumiini_syncs_total", "go_gc_heap_live_bytes"} { // the latter: the benchmarks' live heap
-		if !strings.Contains(body, "\n"+name) {
-			t.Fatalf("/metrics lacks %s", name)
+	// The sync is counted just after its status is written, so poll.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		code, body, err := httpGet("http://" + ctrl.metrics + "/metrics")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/metrics = %d, %v", code, err)
 		}
-	}
+		for _, name := range []string{"alumiini_syncs_total", "go_gc_heap_live_bytes"} { // the latter: the benchmarks' live heap
+			if !strings.Contains(body, "\n"+name) {
+				return fmt.Errorf("/metrics lacks %s", name)
+			}
+		}
+		return nil
+	})
 	if code, body := pushGitHub(t, ctrl.webhook, "https://nowhere.example/none.git", first); code != http.StatusNotFound {
 		t.Fatalf("push for an unknown repository = %d %s, want 404", code, body)
 	}
