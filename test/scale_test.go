@@ -445,7 +445,9 @@ func measurePlaneIdle(b *testing.B, cfg scaleConfig, ctrl *proc, p *benchchart.P
 
 // measurePushes times cfg.pushes webhook pushes to the hot repository, each
 // changing one ConfigMap, from the POST until a watch sees the new value;
-// and the webhook's reply time.
+// and the webhook's reply time. Beside each push it keeps what the git
+// server and the machine were doing meanwhile, so that a slow push can be
+// told apart: the git processes' own work, or a wait for a CPU.
 func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gitserver.Repo, p *benchchart.Point) {
 	w, err := env.Kube.CoreV1().ConfigMaps(ns).Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=cm-00"})
 	if err != nil {
@@ -461,6 +463,7 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 		want := fmt.Sprintf("%d-%d", p.Repos, i)
 		sha := hot.CommitStrings(want, map[string]string{"cm-00.yaml": configMapYAML("cm-00", ns, want)})
 		fetched := meanOf(b, ctrl, "alumiini_sync_step_seconds", `trigger="webhook"`, `step="fetch"`)
+		machine := readMachineCPU(b)
 		start := time.Now()
 		if code, body := pushGitHub(b, ctrl.webhook, hot.URL(), sha); code != http.StatusAccepted {
 			b.Fatalf("webhook: %d %s", code, body)
@@ -468,7 +471,11 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 		replies = append(replies, time.Since(start))
 		waitValue(b, w.ResultChan(), want)
 		applied = append(applied, time.Since(start))
+		used := readMachineCPU(b).since(machine)
 		p.PushFetchMs = append(p.PushFetchMs, fetched())
+		p.PushGitServerMs = append(p.PushGitServerMs, longestServed(hot.Server().ServedSince(start), hot))
+		p.PushBusyCores = append(p.PushBusyCores, used.busyMs/ms(applied[i]))
+		p.PushCPUWaitMs = append(p.PushCPUWaitMs, used.waitMs)
 	}
 	p.PushP50Ms, p.PushP99Ms = quantileMs(applied, 0.5), quantileMs(applied, 0.99)
 	p.WebhookP50Ms, p.WebhookP99Ms = quantileMs(replies, 0.5), quantileMs(replies, 0.99)
@@ -479,6 +486,61 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	for _, d := range applied {
 		p.PushMs = append(p.PushMs, float64(d.Microseconds())/1000)
 	}
+}
+
+// longestServed is the longest time the git server took over one of the
+// hot repository's requests in served: the fetch's GET of the refs and
+// its POST for the pack run side by side.
+func longestServed(served []gitserver.Served, hot *gitserver.Repo) float64 {
+	longest := 0.0
+	for _, r := range served {
+		if strings.Contains(r.Request, strings.TrimPrefix(hot.URL(), hot.Server().BaseURL())+"/") {
+			longest = max(longest, ms(r.Took))
+		}
+	}
+	return longest
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// machineCPU is what the whole machine's CPUs did, read from /proc: the
+// time they were busy, and how long at least one runnable task waited for
+// a CPU (pressure stall information), both in milliseconds since boot.
+type machineCPU struct{ busyMs, waitMs float64 }
+
+func readMachineCPU(b *testing.B) machineCPU {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m machineCPU
+	// The first line sums every CPU: user nice system idle iowait irq softirq steal ...
+	fields := strings.Fields(strings.SplitN(string(stat), "\n", 2)[0])
+	for i, f := range fields[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i > 7 { // guest time is counted in user already
+			break
+		}
+		v, _ := strconv.ParseFloat(f, 64)
+		m.busyMs += v * 10 // USER_HZ is 100
+	}
+	// Pressure stall information may be missing (older kernels, some
+	// sandboxes): the wait is then reported as zero.
+	if psi, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
+		for _, f := range strings.Fields(strings.SplitN(string(psi), "\n", 2)[0]) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				us, _ := strconv.ParseFloat(v, 64)
+				m.waitMs = us / 1000
+			}
+		}
+	}
+	return m
+}
+
+func (m machineCPU) since(before machineCPU) machineCPU {
+	return machineCPU{busyMs: m.busyMs - before.busyMs, waitMs: m.waitMs - before.waitMs}
 }
 
 // meanOf returns a function that reports the mean, in milliseconds, of the

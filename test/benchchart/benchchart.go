@@ -60,6 +60,15 @@ type Point struct {
 	// PushFetchMs is each push's git fetch, in the order of PushMs: what
 	// the git server's share of each push was.
 	PushFetchMs []float64 `json:",omitempty"`
+	// Beside each push, in the same order: the longest of its requests as
+	// the git server timed them (the git processes included); the machine's
+	// CPUs busy on average (in CPUs); and how long some runnable task on the
+	// machine waited for a CPU (Linux pressure stall information, zero where
+	// the kernel does not report it). A slow fetch with a server time near
+	// it and a long wait was queued behind other work for a CPU.
+	PushGitServerMs []float64 `json:",omitempty"`
+	PushBusyCores   []float64 `json:",omitempty"`
+	PushCPUWaitMs   []float64 `json:",omitempty"`
 	// FirstSyncWork is what the first sync cost, from the first create of
 	// a GitRepository (with its namespace) until all were Synced, and
 	// BaselineWork what the direct applies cost (with their namespaces'

@@ -34,8 +34,17 @@ type Server struct {
 	delay       atomic.Int64                  // nanoseconds every request waits before an answer
 	listingGate atomic.Pointer[chan struct{}] // when set, ref listings wait until it is closed
 
-	mu       sync.Mutex
-	requests []string
+	mu     sync.Mutex
+	served []Served
+}
+
+// Served is one request the server answered: its request line, when it
+// arrived and how long the answer took (the git processes behind it
+// included), so that a test can tell the server's share of a fetch.
+type Served struct {
+	Request string
+	Start   time.Time
+	Took    time.Duration // zero while the answer is being written
 }
 
 // Option configures a Server.
@@ -97,8 +106,15 @@ func httpBackend(gitPath string) (prog string, args []string) {
 func (s *Server) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+		start := time.Now() // under the lock, so that served stays in order of Start
+		i := len(s.served)
+		s.served = append(s.served, Served{Request: r.Method + " " + r.URL.RequestURI(), Start: start})
 		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.served[i].Took = time.Since(start)
+			s.mu.Unlock()
+		}()
 		if s.user != "" {
 			u, p, ok := r.BasicAuth()
 			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(s.user)) != 1 ||
@@ -171,7 +187,20 @@ func (s *Server) RefAdvertisements() int64 { return s.refAdverts.Load() }
 func (s *Server) Requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.requests...)
+	lines := make([]string, len(s.served))
+	for i, r := range s.served {
+		lines[i] = r.Request
+	}
+	return lines
+}
+
+// ServedSince returns the requests that arrived at or after from, in the
+// order they arrived.
+func (s *Server) ServedSince(from time.Time) []Served {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := sort.Search(len(s.served), func(i int) bool { return !s.served[i].Start.Before(from) })
+	return append([]Served(nil), s.served[i:]...)
 }
 
 // BaseURL is the server's root URL, without credentials.

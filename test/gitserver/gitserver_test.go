@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
@@ -62,6 +63,33 @@ func TestCloneWithGitCLIAndGoGit(t *testing.T) {
 				t.Fatalf("upload-pack requests = %d, want at least 2 (two clones)", srv.UploadPacks())
 			}
 		})
+	}
+}
+
+// TestServedSinceTimesEachRequest: the requests of a clone made after a
+// mark are returned, in order, each with the time its answer took.
+func TestServedSinceTimesEachRequest(t *testing.T) {
+	srv := New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "kind: ConfigMap\n"})
+	if _, err := git.PlainClone(filepath.Join(t.TempDir(), "before"), false, &git.CloneOptions{URL: repo.URL()}); err != nil {
+		t.Fatal(err)
+	}
+	mark := time.Now()
+	if _, err := git.PlainClone(filepath.Join(t.TempDir(), "after"), false, &git.CloneOptions{URL: repo.URL()}); err != nil {
+		t.Fatal(err)
+	}
+	served := srv.ServedSince(mark)
+	if len(served) != 2 || !strings.HasPrefix(served[0].Request, "GET ") || !strings.HasPrefix(served[1].Request, "POST ") {
+		t.Fatalf("served since the mark: %+v, want the second clone's GET info/refs and POST git-upload-pack", served)
+	}
+	for _, r := range served {
+		if r.Start.Before(mark) || r.Took <= 0 {
+			t.Errorf("%s: start %v (mark %v), took %v: want after the mark, with a duration", r.Request, r.Start, mark, r.Took)
+		}
+	}
+	if all := len(srv.Requests()); all != 4 {
+		t.Errorf("%d requests in all, want 4 (two clones)", all)
 	}
 }
 
