@@ -62,6 +62,26 @@ func BenchmarkPushedCommit(b *testing.B) {
 	b.ReportMetric(float64(server.Microseconds())/1000/float64(i), "server-ms/op")
 }
 
+// BenchmarkFirstCheckout is a repository's first sync of a commit its
+// source already holds (another repository of the remote fetched it): no
+// network, the checkout of 20 files only, as thousands of repositories of
+// one remote do at start-up.
+func BenchmarkFirstCheckout(b *testing.B) {
+	_, _, f, req := fetchedRepo(b, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	req.RefsNotBefore = time.Now().Add(-time.Hour) // the listing above answers
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		req.Key = fmt.Sprintf("team/app-%d", i)
+		if res, err := f.Fetch(ctx, req); err != nil || res.Previous != "" {
+			b.Fatalf("first checkout: previous %q, %v", res.Previous, err)
+		}
+	}
+}
+
 // fetchedRepo is a git server holding a repository of 20 files under dir
 // ("" for the root), and a Fetcher that has fetched its main branch for
 // req, whose Path is dir.

@@ -4,7 +4,7 @@
 // Cache layout: every Request.Key ("namespace/name") owns one directory under
 // the cache dir, named after the key with "/" turned into "_" and any byte
 // outside [a-z0-9.-] percent-escaped. It holds git/, the key's refs and
-// index, and tree/, the checkout of the last synced commit (no .git inside,
+// symlink list, and tree/, the checkout of the last synced commit (no .git inside,
 // so the manifest directory holds only the repository's files). The objects
 // are in sources/<id>/, a shallow object store shared by every key that names
 // the same remote with the same credentials (source.go). A later Fetch
@@ -36,7 +36,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,7 +45,6 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
-	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -313,18 +311,12 @@ func loadCheckout(dir string, objects storer.EncodedObjectStorer) (*checkout, er
 	if err != nil {
 		return nil, err
 	}
-	wt := osfs.New(treeDir, osfs.WithBoundOS())
 	own := filesystem.NewStorage(osfs.New(gitDir, osfs.WithBoundOS()), cache.NewObjectLRU(0))
 	st := withObjects(own, objects)
-	repo, err := git.Open(st, wt)
+	// Opened without a work tree: tree/ is written by checkout (worktree.go).
+	repo, err := git.Open(st, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		repo, err = git.Init(st, wt)
-		if err == nil {
-			// Init links the tree to the store with a .git file; we open the
-			// store directly, and the manifest directory should hold only
-			// the repository's files.
-			err = os.RemoveAll(filepath.Join(treeDir, git.GitDirName))
-		}
+		repo, err = git.Init(st, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -350,69 +342,6 @@ func (c *checkout) has(h plumbing.Hash) bool {
 func (c *checkout) packs() int {
 	m, _ := filepath.Glob(filepath.Join(c.git, "objects", "pack", "*.pack"))
 	return len(m)
-}
-
-// checkout makes tree/ hold commit h, drops symlinks that leave it, and
-// only then records h as synced.
-func (c *checkout) checkout(h plumbing.Hash) error {
-	wt, err := c.repo.Worktree()
-	if err != nil {
-		return err
-	}
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: h, Force: true}); err != nil {
-		// go-git cannot always move a tree in place: it refuses to remove
-		// the root when a commit deletes every file there. The work tree
-		// is only a cache, so write it afresh.
-		if rmErr := c.emptyTree(); rmErr != nil {
-			return fmt.Errorf("%w (and emptying the work tree to start afresh failed: %v)", err, rmErr)
-		}
-		if err := wt.Checkout(&git.CheckoutOptions{Hash: h, Force: true}); err != nil {
-			return err
-		}
-	}
-	if err := c.removeEscapingSymlinks(); err != nil {
-		return err
-	}
-	return c.repo.Storer.SetReference(plumbing.NewHashReference(syncedRef, h))
-}
-
-// emptyTree removes everything from the work tree and empties the index,
-// so that the next checkout writes every file.
-func (c *checkout) emptyTree() error {
-	entries, err := os.ReadDir(c.tree)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(c.tree, e.Name())); err != nil {
-			return err
-		}
-	}
-	return c.repo.Storer.SetIndex(&index.Index{Version: 2})
-}
-
-// changedPaths compares the trees of two local commits; nil when from is
-// zero or no longer readable.
-func (c *checkout) changedPaths(from, to plumbing.Hash) []string {
-	a, errA := c.commitTree(from)
-	b, errB := c.commitTree(to)
-	if errA != nil || errB != nil {
-		return nil
-	}
-	changes, err := object.DiffTree(a, b)
-	if err != nil {
-		return nil
-	}
-	paths := []string{}
-	for _, ch := range changes {
-		for _, p := range []string{ch.From.Name, ch.To.Name} {
-			if p != "" {
-				paths = append(paths, p)
-			}
-		}
-	}
-	slices.Sort(paths)
-	return slices.Compact(paths)
 }
 
 func (c *checkout) commitTree(h plumbing.Hash) (*object.Tree, error) {

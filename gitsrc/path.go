@@ -9,23 +9,16 @@ import (
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
 )
 
-// removeEscapingSymlinks deletes every checked-out symlink that does not
-// resolve to something inside the work tree (outside it, or dangling), so
-// nothing that reads the manifest directory can be led out of the checkout.
-// Git records symlinks in the index, so no directory walk is needed.
-func (c *checkout) removeEscapingSymlinks() error {
-	idx, err := c.repo.Storer.Index()
-	if err != nil {
-		return err
-	}
-	for _, e := range idx.Entries {
-		if e.Mode != filemode.Symlink {
-			continue
-		}
-		link := filepath.Join(c.tree, filepath.FromSlash(e.Name))
+// removeEscapingSymlinks deletes every checked-out symlink in links that
+// does not resolve to something inside the work tree (outside it, or
+// dangling), so nothing that reads the manifest directory can be led out of
+// the checkout. The checkout lists the commit's symlinks, so no directory
+// walk is needed.
+func (c *checkout) removeEscapingSymlinks(links []string) error {
+	for _, name := range links {
+		link := filepath.Join(c.tree, filepath.FromSlash(name))
 		if target, err := filepath.EvalSymlinks(link); err == nil && inside(c.tree, target) {
 			continue
 		}
@@ -37,20 +30,17 @@ func (c *checkout) removeEscapingSymlinks() error {
 }
 
 // droppedLinks lists the symlinks under path that removeEscapingSymlinks
-// deleted: those git records but the work tree no longer holds.
+// deleted: those the commit holds but the work tree no longer does.
 func (c *checkout) droppedLinks(path string) []string {
-	idx, err := c.repo.Storer.Index()
-	if err != nil {
-		return nil
-	}
+	links, _ := c.links()
 	prefix := filepath.ToSlash(filepath.Clean(path)) + "/"
 	var out []string
-	for _, e := range idx.Entries {
-		if e.Mode != filemode.Symlink || (path != "" && !strings.HasPrefix(e.Name, prefix)) {
+	for _, name := range links {
+		if path != "" && !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		if _, err := os.Lstat(filepath.Join(c.tree, filepath.FromSlash(e.Name))); errors.Is(err, fs.ErrNotExist) {
-			out = append(out, e.Name)
+		if _, err := os.Lstat(filepath.Join(c.tree, filepath.FromSlash(name))); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, name)
 		}
 	}
 	return out
@@ -83,14 +73,11 @@ func (c *checkout) manifestDir(path string, commit plumbing.Hash) (string, error
 // removedSymlinkOn names the symlink on path that removeEscapingSymlinks
 // deleted, if any; only used to explain a missing path.
 func (c *checkout) removedSymlinkOn(path string) string {
-	idx, err := c.repo.Storer.Index()
-	if err != nil {
-		return ""
-	}
+	links, _ := c.links()
 	path = filepath.ToSlash(filepath.Clean(path))
-	for _, e := range idx.Entries {
-		if e.Mode == filemode.Symlink && (path == e.Name || strings.HasPrefix(path, e.Name+"/")) {
-			return e.Name
+	for _, name := range links {
+		if path == name || strings.HasPrefix(path, name+"/") {
+			return name
 		}
 	}
 	return ""

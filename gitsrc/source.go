@@ -544,10 +544,9 @@ func (f *Fetcher) checkOut(ctx context.Context, src *source, req Request, dir st
 		res.Previous = prev.String()
 	}
 	if !res.Unchanged {
-		if err := co.checkout(got); err != nil {
+		if res.ChangedPaths, err = co.checkout(got); err != nil {
 			return Result{}, fmt.Errorf("check out %s of %s: %w", got, src.display, err)
 		}
-		res.ChangedPaths = co.changedPaths(prev, got)
 	}
 	if res.Dir, err = co.manifestDir(req.Path, got); err != nil {
 		return Result{}, err

@@ -1,0 +1,280 @@
+package gitsrc
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/false-systems/alumiini/test/gitserver"
+)
+
+// TestWorkTreeFollowsEveryKindOfChange moves one checkout through commits
+// that turn files into directories and back, files into symlinks and
+// back, and empty whole directories: after each, the work tree holds
+// exactly the commit, with no directory left behind, and ChangedPaths
+// names what moved.
+func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a": "file a\n", "deploy/x.yaml": "x: 1\n", "deploy/sub/y.yaml": "y: 1\n"})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+	res := mustFetch(t, f, req)
+	assertTree(t, res.Root, map[string]string{"a": "file a\n", "deploy/x.yaml": "x: 1\n", "deploy/sub/y.yaml": "y: 1\n"})
+
+	steps := []struct {
+		name    string
+		change  func()
+		tree    map[string]string
+		changed []string
+		links   []string // the symlinks the work tree holds
+	}{
+		{"a file becomes a directory", func() {
+			repo.CommitStrings("a is a dir", map[string]string{"a": "", "a/b.yaml": "b: 1\n"})
+		}, map[string]string{"a/b.yaml": "b: 1\n", "deploy/x.yaml": "x: 1\n", "deploy/sub/y.yaml": "y: 1\n"},
+			[]string{"a", "a/b.yaml"}, nil},
+		{"a directory empties and goes", func() {
+			repo.CommitStrings("no sub", map[string]string{"deploy/sub/y.yaml": ""})
+		}, map[string]string{"a/b.yaml": "b: 1\n", "deploy/x.yaml": "x: 1\n"},
+			[]string{"deploy/sub/y.yaml"}, nil},
+		{"a file becomes a symlink", func() {
+			repo.CommitStrings("x is a link", map[string]string{"deploy/x.yaml": "", "deploy/real.yaml": "x: 2\n"})
+			repo.Symlink("real.yaml", "deploy/x.yaml")
+			repo.CommitStrings("link", nil)
+		}, map[string]string{"a/b.yaml": "b: 1\n", "deploy/real.yaml": "x: 2\n", "deploy/x.yaml": "x: 2\n"},
+			[]string{"deploy/real.yaml", "deploy/x.yaml"}, []string{"deploy/x.yaml"}},
+		{"a symlink becomes a file, a directory becomes a file", func() {
+			repo.Git("rm", "-q", "-r", "a", "deploy/x.yaml")
+			repo.CommitStrings("back", map[string]string{"a": "file a again\n", "deploy/x.yaml": "x: 3\n"})
+		}, map[string]string{"a": "file a again\n", "deploy/real.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n"},
+			[]string{"a", "a/b.yaml", "deploy/x.yaml"}, nil},
+		{"a rename", func() {
+			repo.Git("mv", "deploy/real.yaml", "deploy/renamed.yaml")
+			repo.CommitStrings("rename", nil)
+		}, map[string]string{"a": "file a again\n", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n"},
+			[]string{"deploy/real.yaml", "deploy/renamed.yaml"}, nil},
+	}
+	for _, step := range steps {
+		step.change()
+		res := mustFetch(t, f, req)
+		assertTree(t, res.Root, step.tree)
+		assertNoEmptyDirs(t, res.Root)
+		if !reflect.DeepEqual(res.ChangedPaths, step.changed) {
+			t.Errorf("%s: ChangedPaths %v, want %v", step.name, res.ChangedPaths, step.changed)
+		}
+		if got := symlinksIn(t, res.Root); !reflect.DeepEqual(got, step.links) {
+			t.Errorf("%s: symlinks %v, want %v", step.name, got, step.links)
+		}
+	}
+}
+
+// TestWorkTreeCutShortIsWrittenAfresh: a checkout that a crash cut short
+// (no synced commit recorded) or that an older version wrote (no list of
+// symlinks) is written afresh, so nothing stale or stray survives it.
+func TestWorkTreeCutShortIsWrittenAfresh(t *testing.T) {
+	for _, lost := range []string{"synced commit", "symlink list"} {
+		t.Run(lost, func(t *testing.T) {
+			srv := gitserver.New(t)
+			repo := srv.CreateRepo(t, "apps")
+			repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n", "b.yaml": "b: 1\n"})
+			f := NewFetcher(t.TempDir())
+			req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+			res := mustFetch(t, f, req)
+
+			// What a move cut short leaves: a file it wrote and one the
+			// commit does not hold.
+			for name, content := range map[string]string{"b.yaml": "half-written", "stray.yaml": "stray: 1\n"} {
+				if err := os.WriteFile(filepath.Join(res.Root, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir, err := f.keyDir(req.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			co, err := loadCheckout(dir, memory.NewStorage())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lost == "synced commit" {
+				err = co.repo.Storer.RemoveReference(syncedRef)
+			} else {
+				err = os.Remove(filepath.Join(co.git, "links"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+			res = mustFetch(t, f, req)
+			assertTree(t, res.Root, map[string]string{"a.yaml": "a: 2\n", "b.yaml": "b: 1\n"})
+		})
+	}
+}
+
+// TestCheckTreePath: what a valid commit can hold passes; what would leave
+// the work tree, or write into a .git directory, is refused.
+func TestCheckTreePath(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"a.yaml", true},
+		{"deploy/base/kustomization.yaml", true},
+		{".github/workflows/ci.yaml", true},
+		{"..", false},
+		{"../x", false},
+		{"a/../../x", false},
+		{"a/../b", false}, // not as git writes it
+		{"/etc/passwd", false},
+		{"", false},
+		{".git/config", false},
+		{"sub/.GIT/hooks/post-checkout", false},
+	} {
+		if err := checkTreePath(tc.path); (err == nil) != tc.ok {
+			t.Errorf("checkTreePath(%q) = %v, want ok %v", tc.path, err, tc.ok)
+		}
+	}
+}
+
+// TestACommitWithAnEscapingPathIsRefused: a commit crafted with a tree
+// entry named "../escaped.yaml" (git itself never writes one) fails the
+// fetch with the path named, whether it is the first commit checked out or
+// a move from another, and nothing is written outside the checkout.
+func TestACommitWithAnEscapingPathIsRefused(t *testing.T) {
+	for _, first := range []bool{true, false} {
+		t.Run(map[bool]string{true: "first commit", false: "move"}[first], func(t *testing.T) {
+			srv := gitserver.New(t)
+			repo := srv.CreateRepo(t, "apps")
+			repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+			cache := t.TempDir()
+			f := NewFetcher(filepath.Join(cache, "alumiini"))
+			req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+			if !first {
+				mustFetch(t, f, req)
+			}
+			pushCraftedCommit(t, repo, object.TreeEntry{Name: "../escaped.yaml", Mode: filemode.Regular},
+				object.TreeEntry{Name: "a.yaml", Mode: filemode.Regular})
+			fetchErr(t, f, req, `"../escaped.yaml"`)
+			err := filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
+				if err == nil && strings.Contains(d.Name(), "escaped") {
+					t.Errorf("%s was written", p)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// pushCraftedCommit makes a commit on main of repo whose root tree holds
+// entries as given (sorted; each a file reading "crafted"), written with go-git
+// straight into the server's repository, which lets it hold what git
+// itself refuses to write.
+func pushCraftedCommit(t *testing.T, repo *gitserver.Repo, entries ...object.TreeEntry) {
+	t.Helper()
+	bare, err := git.PlainOpen(repo.BareDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := storeObject(t, bare, plumbing.BlobObject, []byte("crafted\n"))
+	for i := range entries {
+		entries[i].Hash = blob
+	}
+	head, err := bare.Reference(plumbing.NewBranchReferenceName("main"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := &object.Commit{Message: "crafted", TreeHash: storeTree(t, bare, entries...), ParentHashes: []plumbing.Hash{head.Hash()},
+		Author: object.Signature{Name: "x", Email: "x@example.com"}}
+	commit.Committer = commit.Author
+	enc := bare.Storer.NewEncodedObject()
+	if err := commit.Encode(enc); err != nil {
+		t.Fatal(err)
+	}
+	sha, err := bare.Storer.SetEncodedObject(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bare.Storer.SetReference(plumbing.NewHashReference(head.Name(), sha)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func storeObject(t *testing.T, r *git.Repository, kind plumbing.ObjectType, content []byte) plumbing.Hash {
+	t.Helper()
+	obj := r.Storer.NewEncodedObject()
+	obj.SetType(kind)
+	w, err := obj.Writer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, err := r.Storer.SetEncodedObject(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func storeTree(t *testing.T, r *git.Repository, entries ...object.TreeEntry) plumbing.Hash {
+	t.Helper()
+	obj := r.Storer.NewEncodedObject()
+	if err := (&object.Tree{Entries: entries}).Encode(obj); err != nil {
+		t.Fatal(err)
+	}
+	h, err := r.Storer.SetEncodedObject(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// assertNoEmptyDirs fails when a directory under root holds nothing.
+func assertNoEmptyDirs(t *testing.T, root string) {
+	t.Helper()
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || p == root {
+			return err
+		}
+		if entries, err := os.ReadDir(p); err == nil && len(entries) == 0 {
+			t.Errorf("empty directory %s left behind", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// symlinksIn lists the symlinks under root, relative and slash-separated.
+func symlinksIn(t *testing.T, root string) []string {
+	t.Helper()
+	var links []string
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type()&os.ModeSymlink != 0 {
+			rel, _ := filepath.Rel(root, p)
+			links = append(links, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return links
+}
