@@ -67,7 +67,8 @@ func BenchmarkPushedCommit(b *testing.B) {
 // network, the checkout of 20 files only, as thousands of repositories of
 // one remote do at start-up.
 func BenchmarkFirstCheckout(b *testing.B) {
-	_, _, f, req := fetchedRepo(b, "")
+	srv, _, f, req := fetchedRepo(b, "")
+	requests := len(srv.Requests())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	req.RefsNotBefore = time.Now().Add(-time.Hour) // the listing above answers
@@ -79,6 +80,9 @@ func BenchmarkFirstCheckout(b *testing.B) {
 		if res, err := f.Fetch(ctx, req); err != nil || res.Previous != "" {
 			b.Fatalf("first checkout: previous %q, %v", res.Previous, err)
 		}
+	}
+	if n := len(srv.Requests()) - requests; n != 0 {
+		b.Fatalf("the checkouts sent %d requests to the git server, want none", n)
 	}
 }
 

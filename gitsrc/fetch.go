@@ -112,7 +112,7 @@ type Fetcher struct {
 // poll that resolves to the same commit of the same source and path is
 // answered from it without opening the checkout: a quiet poll of an idle
 // repository then costs a shared ref listing and a stat, where opening the
-// checkout and reading its index cost milliseconds (BenchmarkQuietPoll).
+// checkout and reading what it holds cost milliseconds (BenchmarkQuietPoll).
 type held struct {
 	src    *source
 	url    string // as the request named it

@@ -6,7 +6,7 @@ package gitsrc
 // whichever of its repositories sees it first, and remembers its last ref
 // listing, so that one ls-remote answers every repository that polls within
 // the freshness its caller allows (Request.RefsNotBefore). Each key keeps
-// its own refs, index and work tree; their objects are read from the
+// its own refs and work tree; their objects are read from the
 // source's store. Different refs of one remote share the store and the
 // listing too.
 
@@ -312,7 +312,7 @@ func (src *source) storage() *filesystem.Storage {
 	return filesystem.NewStorage(wholeIdx{osfs.New(src.dir, osfs.WithBoundOS())}, cache.NewObjectLRU(objectLRU))
 }
 
-// keyStorage is a key's own storage (refs, index, config, shallow) whose
+// keyStorage is a key's own storage (refs, config, shallow) whose
 // objects live in its source's store.
 type keyStorage struct {
 	storer.EncodedObjectStorer

@@ -44,15 +44,15 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 	var changes object.Changes
 	compared := false
 	if !prev.IsZero() {
-		if from, err := c.commitTree(prev); err == nil { // unreadable when the store started afresh
-			if changes, err = object.DiffTree(from, to); err != nil {
-				return nil, fmt.Errorf("compare %s with %s: %w", prev, h, err)
-			}
-			compared = true
+		// Unreadable when the store started afresh; a comparison that
+		// fails leaves nothing to move by: both write the tree afresh.
+		if from, err := c.commitTree(prev); err == nil {
+			changes, err = object.DiffTree(from, to)
+			compared = err == nil
 		}
 	}
-	// Forget the synced commit first: a move cut short leaves none, and
-	// the next checkout writes the tree afresh.
+	// Forget the synced commit first: a move cut short by a crash of the
+	// process leaves none, and the next checkout writes the tree afresh.
 	if err := c.repo.Storer.RemoveReference(syncedRef); err != nil {
 		return nil, err
 	}
@@ -61,20 +61,9 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 		return nil, err
 	}
 	defer root.Close()
-	moved := false
-	if compared && listed {
-		links, err = c.move(root, changes, links)
-		moved = err == nil
-	}
-	if !moved {
-		// A first commit, a tree from an older version, or a move that
-		// failed midway (the tree is only a cache): write it afresh.
-		links, err = c.writeAll(root, to)
-	}
-	if err != nil {
+	if links, err = c.write(root, to, compared && listed, changes, links); err != nil {
 		return nil, fmt.Errorf("write the work tree of %s: %w", h, err)
 	}
-	slices.Sort(links)
 	if err := c.setLinks(links); err != nil {
 		return nil, err
 	}
@@ -90,69 +79,122 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 	return changedPaths(changes), nil
 }
 
-// writeAll empties the work tree and writes every file of tree into it,
-// returning the symlinks among them.
-func (c *checkout) writeAll(root *os.Root, tree *object.Tree) ([]string, error) {
+// write moves the work tree by changes when canMove, and otherwise, or
+// when the move fails on anything but a refused path (the tree is only a
+// cache), writes it afresh. It returns the commit's symlinks, sorted.
+func (c *checkout) write(root *os.Root, to *object.Tree, canMove bool, changes object.Changes, links []string) ([]string, error) {
+	var moveErr error
+	if canMove {
+		links, moveErr = c.move(root, to, changes, links)
+		if moveErr == nil || errors.Is(moveErr, errRefusedPath) {
+			return links, moveErr
+		}
+	}
+	links = nil
 	if err := c.emptyTree(); err != nil {
-		return nil, err
+		return nil, errors.Join(moveErr, err)
 	}
 	// A work tree written by an older version came with go-git's index,
 	// which nothing reads any more.
 	_ = os.Remove(filepath.Join(c.git, "index"))
-	var links []string
-	walker := object.NewTreeWalker(tree, true, nil)
-	defer walker.Close()
-	for {
-		name, entry, err := walker.Next()
-		if errors.Is(err, io.EOF) {
-			return links, nil
+	if err := c.writeTree(root, to, "", &links); err != nil {
+		return nil, errors.Join(moveErr, err)
+	}
+	slices.Sort(links)
+	return links, nil
+}
+
+// writeTree writes every entry of tree under dir ("" for the root),
+// adding the symlinks among them to links. It walks the trees itself:
+// go-git's TreeWalker ends quietly at a subtree it cannot read.
+func (c *checkout) writeTree(root *os.Root, tree *object.Tree, dir string, links *[]string) error {
+	for _, entry := range tree.Entries {
+		name := entry.Name
+		if dir != "" {
+			name = dir + "/" + entry.Name
 		}
-		if err != nil {
-			return nil, err
-		}
-		if !entry.Mode.IsFile() { // a directory comes with its files; submodules are not checked out
+		if entry.Mode != filemode.Dir {
+			if err := c.writeEntry(root, name, entry, links); err != nil {
+				return err
+			}
 			continue
 		}
-		if err := c.writeFile(root, name, entry); err != nil {
-			return nil, err
+		if err := checkTreePath(name); err != nil {
+			return err
 		}
-		if entry.Mode == filemode.Symlink {
-			links = append(links, name)
+		sub, err := c.repo.TreeObject(entry.Hash)
+		if err != nil {
+			return fmt.Errorf("read directory %s: %w", name, err)
+		}
+		if err := c.writeTree(root, sub, name, links); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // move applies changes to a work tree that holds their starting commit,
-// and returns links updated to the symlinks of the commit they end at.
-// Removals go first, so that a file can become a directory and back.
-func (c *checkout) move(root *os.Root, changes object.Changes, links []string) ([]string, error) {
+// to, and returns links updated to the symlinks of to. Removals go first,
+// so that a file can become a directory and back.
+func (c *checkout) move(root *os.Root, to *object.Tree, changes object.Changes, links []string) ([]string, error) {
+	kept := map[string]bool{}
+	for _, l := range links {
+		kept[l] = true
+	}
 	for _, ch := range changes {
 		if name := ch.From.Name; name != "" {
 			if err := removeFile(root, name); err != nil {
 				return nil, err
 			}
-			links = slices.DeleteFunc(links, func(l string) bool { return l == name })
+			delete(kept, name)
 		}
 	}
+	var added []string
 	for _, ch := range changes {
-		entry := ch.To.TreeEntry
-		if ch.To.Name == "" || !entry.Mode.IsFile() {
+		if ch.To.Name != "" {
+			if err := c.writeEntry(root, ch.To.Name, ch.To.TreeEntry, &added); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// A link the last checkout dropped as dangling may lead somewhere now
+	// (this commit added its target): write it again for the check.
+	for l := range kept {
+		if _, err := root.Lstat(l); !errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err := c.writeFile(root, ch.To.Name, entry); err != nil {
+		entry, err := to.FindEntry(l)
+		if err != nil {
+			return nil, fmt.Errorf("find symlink %s: %w", l, err)
+		}
+		if err := c.writeEntry(root, l, *entry, nil); err != nil {
 			return nil, err
 		}
-		if entry.Mode == filemode.Symlink {
-			links = append(links, ch.To.Name)
-		}
 	}
-	return links, nil
+	for l := range kept {
+		added = append(added, l)
+	}
+	slices.Sort(added)
+	return added, nil
 }
 
-// writeFile writes one file or symlink of the commit at name.
-func (c *checkout) writeFile(root *os.Root, name string, entry object.TreeEntry) error {
+// writeEntry writes one file, symlink or submodule of the commit at name,
+// and adds name to links when it is a symlink. A submodule, whose commit
+// is not fetched, is an empty directory.
+func (c *checkout) writeEntry(root *os.Root, name string, entry object.TreeEntry, links *[]string) error {
 	if err := checkTreePath(name); err != nil {
 		return err
+	}
+	if dir := path.Dir(name); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	switch {
+	case entry.Mode == filemode.Submodule:
+		return root.MkdirAll(name, 0o755)
+	case !entry.Mode.IsFile():
+		return nil // a directory comes with its files
 	}
 	blob, err := c.repo.BlobObject(entry.Hash)
 	if err != nil {
@@ -163,15 +205,13 @@ func (c *checkout) writeFile(root *os.Root, name string, entry object.TreeEntry)
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	defer r.Close()
-	if dir := path.Dir(name); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
 	if entry.Mode == filemode.Symlink {
 		target, err := io.ReadAll(r)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if links != nil {
+			*links = append(*links, name)
 		}
 		return root.Symlink(string(target), name)
 	}
@@ -206,16 +246,28 @@ func removeFile(root *os.Root, name string) error {
 	return nil
 }
 
-// checkTreePath refuses a path no valid commit holds: one that is not
-// local to the tree, or that names a .git directory. os.Root already
-// keeps every write inside the tree; this says which path was wrong.
+// errRefusedPath marks a path no valid commit holds.
+var errRefusedPath = errors.New("refused: git itself never writes such a path, so push a commit without it")
+
+// checkTreePath refuses a path that git itself would not write into a work
+// tree: one with a control character, one that is not local and clean, or
+// one with a .git component (in any of the spellings that some file
+// systems read as .git). go-git checks each name only in its TreeWalker,
+// not in the changes DiffTree lists. os.Root keeps every write inside the
+// tree anyway; this also keeps the list of symlinks (git/links) one name
+// per entry, and says which path was wrong.
 func checkTreePath(name string) error {
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] == 0x7f {
+			return fmt.Errorf("the commit holds a path with a control character, %q: %w", name, errRefusedPath)
+		}
+	}
 	if !filepath.IsLocal(name) || path.Clean(name) != name {
-		return fmt.Errorf("the commit holds a path that leaves the repository, %q: refused", name)
+		return fmt.Errorf("the commit holds a path that leaves the repository, %q: %w", name, errRefusedPath)
 	}
 	for _, part := range strings.Split(name, "/") {
-		if strings.EqualFold(part, ".git") {
-			return fmt.Errorf("the commit holds a path inside a .git directory, %q: refused", name)
+		if p := strings.ToLower(strings.TrimRight(part, ". ")); p == ".git" || p == "git~1" {
+			return fmt.Errorf("the commit holds a .git path, %q: %w", name, errRefusedPath)
 		}
 	}
 	return nil
@@ -236,26 +288,32 @@ func (c *checkout) emptyTree() error {
 }
 
 // links returns the symlinks of the synced commit, and whether they are
-// listed at all (a checkout written by an older version lists none).
+// listed at all: a checkout written by an older version lists none, and a
+// list with a name no commit can hold is not trusted.
 func (c *checkout) links() ([]string, bool) {
 	data, err := os.ReadFile(filepath.Join(c.git, "links"))
 	if err != nil {
 		return nil, false
 	}
 	var links []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if l != "" {
-			links = append(links, l)
+	for _, l := range strings.Split(string(data), "\x00") {
+		if l == "" {
+			continue
 		}
+		if checkTreePath(l) != nil {
+			return nil, false
+		}
+		links = append(links, l)
 	}
 	return links, true
 }
 
+// setLinks lists links, NUL-separated: no path in a git tree holds a NUL.
 func (c *checkout) setLinks(links []string) error {
 	var b strings.Builder
 	for _, l := range links {
 		b.WriteString(l)
-		b.WriteByte('\n')
+		b.WriteByte(0)
 	}
 	return os.WriteFile(filepath.Join(c.git, "links"), []byte(b.String()), 0o600)
 }

@@ -1,9 +1,11 @@
 package gitsrc
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,9 +20,11 @@ import (
 
 // TestWorkTreeFollowsEveryKindOfChange moves one checkout through commits
 // that turn files into directories and back, files into symlinks and
-// back, and empty whole directories: after each, the work tree holds
-// exactly the commit, with no directory left behind, and ChangedPaths
-// names what moved.
+// back, a symlink to a directory into a directory, flip an executable bit,
+// empty whole directories, and give a dangling symlink its target: after
+// each, the work tree holds exactly the commit (a symlink as "-> target"),
+// with no directory left behind, and ChangedPaths and DroppedLinks say
+// what moved and what was left out.
 func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 	srv := gitserver.New(t)
 	repo := srv.CreateRepo(t, "apps")
@@ -28,14 +32,16 @@ func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 	f := NewFetcher(t.TempDir())
 	req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
 	res := mustFetch(t, f, req)
-	assertTree(t, res.Root, map[string]string{"a": "file a\n", "deploy/x.yaml": "x: 1\n", "deploy/sub/y.yaml": "y: 1\n"})
+	if want := map[string]string{"a": "file a\n", "deploy/x.yaml": "x: 1\n", "deploy/sub/y.yaml": "y: 1\n"}; !reflect.DeepEqual(treeOf(t, res.Root), want) {
+		t.Fatalf("first tree %v, want %v", treeOf(t, res.Root), want)
+	}
 
 	steps := []struct {
 		name    string
 		change  func()
 		tree    map[string]string
 		changed []string
-		links   []string // the symlinks the work tree holds
+		dropped []string
 	}{
 		{"a file becomes a directory", func() {
 			repo.CommitStrings("a is a dir", map[string]string{"a": "", "a/b.yaml": "b: 1\n"})
@@ -49,8 +55,8 @@ func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 			repo.CommitStrings("x is a link", map[string]string{"deploy/x.yaml": "", "deploy/real.yaml": "x: 2\n"})
 			repo.Symlink("real.yaml", "deploy/x.yaml")
 			repo.CommitStrings("link", nil)
-		}, map[string]string{"a/b.yaml": "b: 1\n", "deploy/real.yaml": "x: 2\n", "deploy/x.yaml": "x: 2\n"},
-			[]string{"deploy/real.yaml", "deploy/x.yaml"}, []string{"deploy/x.yaml"}},
+		}, map[string]string{"a/b.yaml": "b: 1\n", "deploy/real.yaml": "x: 2\n", "deploy/x.yaml": "-> real.yaml"},
+			[]string{"deploy/real.yaml", "deploy/x.yaml"}, nil},
 		{"a symlink becomes a file, a directory becomes a file", func() {
 			repo.Git("rm", "-q", "-r", "a", "deploy/x.yaml")
 			repo.CommitStrings("back", map[string]string{"a": "file a again\n", "deploy/x.yaml": "x: 3\n"})
@@ -61,17 +67,46 @@ func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 			repo.CommitStrings("rename", nil)
 		}, map[string]string{"a": "file a again\n", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n"},
 			[]string{"deploy/real.yaml", "deploy/renamed.yaml"}, nil},
+		{"a symlink to a directory", func() {
+			repo.Symlink("deploy", "lnk")
+			repo.CommitStrings("lnk", nil)
+		}, map[string]string{"a": "file a again\n", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n", "lnk": "-> deploy"},
+			[]string{"lnk"}, nil},
+		{"the symlink to a directory becomes a directory", func() {
+			repo.Git("rm", "-q", "lnk")
+			repo.CommitStrings("lnk is a dir", map[string]string{"lnk/z.yaml": "z: 1\n"})
+		}, map[string]string{"a": "file a again\n", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n", "lnk/z.yaml": "z: 1\n"},
+			[]string{"lnk", "lnk/z.yaml"}, nil},
+		{"an executable bit", func() {
+			if err := os.Chmod(filepath.Join(repo.WorkDir(), "a"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			repo.CommitStrings("+x", nil)
+		}, map[string]string{"a": "file a again\n (executable)", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n", "lnk/z.yaml": "z: 1\n"},
+			[]string{"a"}, nil},
+		{"a dangling symlink", func() {
+			repo.Symlink("future.yaml", "later.yaml")
+			repo.CommitStrings("later", nil)
+		}, map[string]string{"a": "file a again\n (executable)", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n", "lnk/z.yaml": "z: 1\n"},
+			[]string{"later.yaml"}, []string{"later.yaml"}},
+		{"its target arrives", func() {
+			repo.CommitStrings("future", map[string]string{"future.yaml": "f: 1\n"})
+		}, map[string]string{"a": "file a again\n (executable)", "deploy/renamed.yaml": "x: 2\n", "deploy/x.yaml": "x: 3\n", "lnk/z.yaml": "z: 1\n",
+			"future.yaml": "f: 1\n", "later.yaml": "-> future.yaml"},
+			[]string{"future.yaml"}, nil},
 	}
 	for _, step := range steps {
 		step.change()
 		res := mustFetch(t, f, req)
-		assertTree(t, res.Root, step.tree)
+		if got := treeOf(t, res.Root); !reflect.DeepEqual(got, step.tree) {
+			t.Errorf("%s: tree %v, want %v", step.name, got, step.tree)
+		}
 		assertNoEmptyDirs(t, res.Root)
 		if !reflect.DeepEqual(res.ChangedPaths, step.changed) {
 			t.Errorf("%s: ChangedPaths %v, want %v", step.name, res.ChangedPaths, step.changed)
 		}
-		if got := symlinksIn(t, res.Root); !reflect.DeepEqual(got, step.links) {
-			t.Errorf("%s: symlinks %v, want %v", step.name, got, step.links)
+		if !reflect.DeepEqual(res.DroppedLinks, step.dropped) {
+			t.Errorf("%s: DroppedLinks %v, want %v", step.name, res.DroppedLinks, step.dropped)
 		}
 	}
 }
@@ -114,8 +149,18 @@ func TestWorkTreeCutShortIsWrittenAfresh(t *testing.T) {
 			}
 
 			repo.CommitStrings("second", map[string]string{"a.yaml": "a: 2\n"})
+			first := res.Commit
 			res = mustFetch(t, f, req)
 			assertTree(t, res.Root, map[string]string{"a.yaml": "a: 2\n", "b.yaml": "b: 1\n"})
+			// Without a synced commit nothing says what changed; with one,
+			// the trees still do.
+			wantPrev, wantChanged := "", []string(nil)
+			if lost == "symlink list" {
+				wantPrev, wantChanged = first, []string{"a.yaml"}
+			}
+			if res.Previous != wantPrev || !reflect.DeepEqual(res.ChangedPaths, wantChanged) {
+				t.Errorf("Previous %q, ChangedPaths %v; want %q, %v", res.Previous, res.ChangedPaths, wantPrev, wantChanged)
+			}
 		})
 	}
 }
@@ -138,6 +183,12 @@ func TestCheckTreePath(t *testing.T) {
 		{"", false},
 		{".git/config", false},
 		{"sub/.GIT/hooks/post-checkout", false},
+		{".git./config", false},
+		{"GIT~1/config", false},
+		{"a\nb.yaml", false},
+		{"tab\there", false},
+		{"a//b", false},
+		{"a/", false},
 	} {
 		if err := checkTreePath(tc.path); (err == nil) != tc.ok {
 			t.Errorf("checkTreePath(%q) = %v, want ok %v", tc.path, err, tc.ok)
@@ -146,39 +197,47 @@ func TestCheckTreePath(t *testing.T) {
 }
 
 // TestACommitWithAnEscapingPathIsRefused: a commit crafted with a tree
-// entry named "../escaped.yaml" (git itself never writes one) fails the
-// fetch with the path named, whether it is the first commit checked out or
-// a move from another, and nothing is written outside the checkout.
+// entry git itself never writes (one that climbs out, one with a newline,
+// which would also split the list of symlinks, one named like .git) fails
+// the fetch with the path named, whether it is the first commit checked
+// out or a move from another (whose changes go-git does not check), and
+// nothing is written outside the checkout or under that name.
 func TestACommitWithAnEscapingPathIsRefused(t *testing.T) {
-	for _, first := range []bool{true, false} {
-		t.Run(map[bool]string{true: "first commit", false: "move"}[first], func(t *testing.T) {
-			srv := gitserver.New(t)
-			repo := srv.CreateRepo(t, "apps")
-			repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
-			cache := t.TempDir()
-			f := NewFetcher(filepath.Join(cache, "alumiini"))
-			req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
-			if !first {
-				mustFetch(t, f, req)
-			}
-			pushCraftedCommit(t, repo, object.TreeEntry{Name: "../escaped.yaml", Mode: filemode.Regular},
-				object.TreeEntry{Name: "a.yaml", Mode: filemode.Regular})
-			fetchErr(t, f, req, `"../escaped.yaml"`)
-			err := filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
-				if err == nil && strings.Contains(d.Name(), "escaped") {
-					t.Errorf("%s was written", p)
+	for _, tc := range []struct{ name, want string }{
+		{"../escaped.yaml", "leaves the repository"},
+		{"escaped\n../../x", "control character"},
+		{".Git", "a .git path"},
+	} {
+		for _, first := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%q/first=%v", tc.name, first), func(t *testing.T) {
+				srv := gitserver.New(t)
+				repo := srv.CreateRepo(t, "apps")
+				repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+				cache := t.TempDir()
+				f := NewFetcher(filepath.Join(cache, "alumiini"))
+				req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}}
+				if !first {
+					mustFetch(t, f, req)
 				}
-				return err
+				pushCraftedCommit(t, repo, object.TreeEntry{Name: tc.name, Mode: filemode.Symlink},
+					object.TreeEntry{Name: "a.yaml", Mode: filemode.Regular})
+				fetchErr(t, f, req, fmt.Sprintf("%q", tc.name), tc.want)
+				err := filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
+					if err == nil && (strings.Contains(d.Name(), "escaped") || strings.EqualFold(d.Name(), ".git")) {
+						t.Errorf("%s was written", p)
+					}
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		})
+		}
 	}
 }
 
 // pushCraftedCommit makes a commit on main of repo whose root tree holds
-// entries as given (sorted; each a file reading "crafted"), written with go-git
+// entries as given (each a file reading "crafted"), written with go-git
 // straight into the server's repository, which lets it hold what git
 // itself refuses to write.
 func pushCraftedCommit(t *testing.T, repo *gitserver.Repo, entries ...object.TreeEntry) {
@@ -191,6 +250,7 @@ func pushCraftedCommit(t *testing.T, repo *gitserver.Repo, entries ...object.Tre
 	for i := range entries {
 		entries[i].Hash = blob
 	}
+	slices.SortFunc(entries, func(a, b object.TreeEntry) int { return strings.Compare(a.Name, b.Name) })
 	head, err := bare.Reference(plumbing.NewBranchReferenceName("main"), true)
 	if err != nil {
 		t.Fatal(err)
@@ -262,19 +322,39 @@ func assertNoEmptyDirs(t *testing.T, root string) {
 	}
 }
 
-// symlinksIn lists the symlinks under root, relative and slash-separated.
-func symlinksIn(t *testing.T, root string) []string {
+// treeOf maps each file under root to its content and each symlink to
+// "-> target", relative and slash-separated; an executable file's content
+// ends with " (executable)".
+func treeOf(t *testing.T, root string) map[string]string {
 	t.Helper()
-	var links []string
+	tree := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type()&os.ModeSymlink != 0 {
-			rel, _ := filepath.Rel(root, p)
-			links = append(links, filepath.ToSlash(rel))
+		if err != nil || d.IsDir() {
+			return err
 		}
-		return err
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if d.Type()&os.ModeSymlink != 0 {
+			target, err := os.Readlink(p)
+			tree[rel] = "-> " + target
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		tree[rel] = string(b)
+		if info.Mode()&0o100 != 0 {
+			tree[rel] += " (executable)"
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return links
+	return tree
 }

@@ -471,11 +471,11 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 		replies = append(replies, time.Since(start))
 		waitValue(b, w.ResultChan(), want)
 		applied = append(applied, time.Since(start))
-		used := readMachineCPU(b).since(machine)
+		busy, wait, wall := readMachineCPU(b).since(machine)
 		p.PushFetchMs = append(p.PushFetchMs, fetched())
 		p.PushGitServerMs = append(p.PushGitServerMs, longestServed(hot.Server().ServedSince(start), hot))
-		p.PushBusyCores = append(p.PushBusyCores, used.busyMs/ms(applied[i]))
-		p.PushCPUWaitMs = append(p.PushCPUWaitMs, used.waitMs)
+		p.PushBusyCores = append(p.PushBusyCores, busy/wall)
+		p.PushCPUWaitMs = append(p.PushCPUWaitMs, wait)
 	}
 	p.PushP50Ms, p.PushP99Ms = quantileMs(applied, 0.5), quantileMs(applied, 0.99)
 	p.WebhookP50Ms, p.WebhookP99Ms = quantileMs(replies, 0.5), quantileMs(replies, 0.99)
@@ -504,26 +504,33 @@ func longestServed(served []gitserver.Served, hot *gitserver.Repo) float64 {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // machineCPU is what the whole machine's CPUs did, read from /proc: the
-// time they were busy, and how long at least one runnable task waited for
-// a CPU (pressure stall information), both in milliseconds since boot.
-type machineCPU struct{ busyMs, waitMs float64 }
+// time they were busy and how long at least one runnable task waited for
+// a CPU (pressure stall information), both in milliseconds since boot, and
+// when they were read.
+type machineCPU struct {
+	busyMs, waitMs float64
+	at             time.Time
+}
 
 func readMachineCPU(b *testing.B) machineCPU {
 	stat, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		b.Fatal(err)
 	}
-	var m machineCPU
-	// The first line sums every CPU: user nice system idle iowait irq softirq steal ...
+	m := machineCPU{at: time.Now()}
+	// The first line sums every CPU: user nice system idle iowait irq
+	// softirq steal guest guest_nice. Busy is user to softirq without idle
+	// and iowait; steal is time the hypervisor gave to others, and guest
+	// time is in user already.
 	fields := strings.Fields(strings.SplitN(string(stat), "\n", 2)[0])
-	for i, f := range fields[1:] {
-		if i == 3 || i == 4 { // idle, iowait
+	for i, f := range fields[1:8] {
+		if i == 3 || i == 4 {
 			continue
 		}
-		if i > 7 { // guest time is counted in user already
-			break
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %v", err)
 		}
-		v, _ := strconv.ParseFloat(f, 64)
 		m.busyMs += v * 10 // USER_HZ is 100
 	}
 	// Pressure stall information may be missing (older kernels, some
@@ -531,7 +538,10 @@ func readMachineCPU(b *testing.B) machineCPU {
 	if psi, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
 		for _, f := range strings.Fields(strings.SplitN(string(psi), "\n", 2)[0]) {
 			if v, ok := strings.CutPrefix(f, "total="); ok {
-				us, _ := strconv.ParseFloat(v, 64)
+				us, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					b.Fatalf("/proc/pressure/cpu: %v", err)
+				}
 				m.waitMs = us / 1000
 			}
 		}
@@ -539,8 +549,10 @@ func readMachineCPU(b *testing.B) machineCPU {
 	return m
 }
 
-func (m machineCPU) since(before machineCPU) machineCPU {
-	return machineCPU{busyMs: m.busyMs - before.busyMs, waitMs: m.waitMs - before.waitMs}
+// since is what the machine did from before to m: busy and waiting
+// milliseconds, and the milliseconds between the readings.
+func (m machineCPU) since(before machineCPU) (busyMs, waitMs, wallMs float64) {
+	return m.busyMs - before.busyMs, m.waitMs - before.waitMs, ms(m.at.Sub(before.at))
 }
 
 // meanOf returns a function that reports the mean, in milliseconds, of the

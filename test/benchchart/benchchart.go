@@ -65,7 +65,8 @@ type Point struct {
 	// CPUs busy on average (in CPUs); and how long some runnable task on the
 	// machine waited for a CPU (Linux pressure stall information, zero where
 	// the kernel does not report it). A slow fetch with a server time near
-	// it and a long wait was queued behind other work for a CPU.
+	// it and a long wait was queued behind other work for a CPU. (The
+	// kernel counts busy time in 10 ms ticks: one push's figure is coarse.)
 	PushGitServerMs []float64 `json:",omitempty"`
 	PushBusyCores   []float64 `json:",omitempty"`
 	PushCPUWaitMs   []float64 `json:",omitempty"`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,13 +35,15 @@ type Server struct {
 	delay       atomic.Int64                  // nanoseconds every request waits before an answer
 	listingGate atomic.Pointer[chan struct{}] // when set, ref listings wait until it is closed
 
-	mu     sync.Mutex
-	served []Served
+	mu       sync.Mutex
+	served   []Served
+	answered chan struct{} // closed, and replaced, whenever a request is answered
 }
 
 // Served is one request the server answered: its request line, when it
 // arrived and how long the answer took (the git processes behind it
-// included), so that a test can tell the server's share of a fetch.
+// included, and any Delay or HoldListings wait), so that a test can tell
+// the server's share of a fetch.
 type Served struct {
 	Request string
 	Start   time.Time
@@ -63,7 +66,7 @@ func New(t testing.TB, opts ...Option) *Server {
 		t.Fatalf("gitserver needs the git CLI: %v", err)
 	}
 	dir := t.TempDir()
-	s := &Server{root: filepath.Join(dir, "repos"), work: filepath.Join(dir, "work")}
+	s := &Server{root: filepath.Join(dir, "repos"), work: filepath.Join(dir, "work"), answered: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -113,6 +116,8 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		defer func() {
 			s.mu.Lock()
 			s.served[i].Took = time.Since(start)
+			close(s.answered)
+			s.answered = make(chan struct{})
 			s.mu.Unlock()
 		}()
 		if s.user != "" {
@@ -195,12 +200,27 @@ func (s *Server) Requests() []string {
 }
 
 // ServedSince returns the requests that arrived at or after from, in the
-// order they arrived.
+// order they arrived. A client can see its answer before the server has
+// noted its time, so ServedSince waits up to a second for those still
+// being answered; any left then have a zero Took.
 func (s *Server) ServedSince(from time.Time) []Served {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := sort.Search(len(s.served), func(i int) bool { return !s.served[i].Start.Before(from) })
-	return append([]Served(nil), s.served[i:]...)
+	timeout := time.NewTimer(time.Second)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		i := sort.Search(len(s.served), func(i int) bool { return !s.served[i].Start.Before(from) })
+		served := append([]Served(nil), s.served[i:]...)
+		answered := s.answered
+		s.mu.Unlock()
+		if !slices.ContainsFunc(served, func(r Served) bool { return r.Took == 0 }) {
+			return served
+		}
+		select {
+		case <-answered:
+		case <-timeout.C:
+			return served
+		}
+	}
 }
 
 // BaseURL is the server's root URL, without credentials.
