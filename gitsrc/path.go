@@ -15,14 +15,13 @@ import (
 // does not resolve to something inside the work tree (outside it, or
 // dangling), so nothing that reads the manifest directory can be led out of
 // the checkout. The checkout lists the commit's symlinks, so no directory
-// walk is needed.
-func (c *checkout) removeEscapingSymlinks(links []string) error {
+// walk is needed; root resolves each one without looking outside the tree.
+func (c *checkout) removeEscapingSymlinks(root *os.Root, links []string) error {
 	for _, name := range links {
-		link := filepath.Join(c.tree, filepath.FromSlash(name))
-		if target, err := filepath.EvalSymlinks(link); err == nil && inside(c.tree, target) {
+		if _, err := root.Stat(name); err == nil {
 			continue
 		}
-		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}

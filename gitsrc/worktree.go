@@ -8,11 +8,12 @@ package gitsrc
 // first commit is written file by file, and each later one writes and
 // deletes only the paths that differ between the two commits' trees.
 //
-// Every write goes through an os.Root opened on tree/, so that no path
-// of a commit, and no symlink it holds, can lead a write outside it. The
-// symlinks of the commit checked out are listed in git/links (one
-// repository-relative path a line): they are checked once the tree is
-// written, and a missing list means the tree is written afresh.
+// Every write of a commit's file goes through an os.Root opened on tree/,
+// so that no path of a commit, and no symlink it holds, can lead a write
+// outside it. The symlinks of the commit checked out are listed in
+// git/links (repository-relative paths, NUL-separated): they are checked
+// once the tree is written, and a missing list means the tree is written
+// afresh.
 
 import (
 	"errors"
@@ -67,7 +68,7 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 	if err := c.setLinks(links); err != nil {
 		return nil, err
 	}
-	if err := c.removeEscapingSymlinks(links); err != nil {
+	if err := c.removeEscapingSymlinks(root, links); err != nil {
 		return nil, err
 	}
 	if err := c.repo.Storer.SetReference(plumbing.NewHashReference(syncedRef, h)); err != nil {
@@ -80,14 +81,13 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 }
 
 // write moves the work tree by changes when canMove, and otherwise, or
-// when the move fails on anything but a refused path (the tree is only a
-// cache), writes it afresh. It returns the commit's symlinks, sorted.
+// when the move fails (the tree is only a cache), writes it afresh. It
+// returns the commit's symlinks, sorted.
 func (c *checkout) write(root *os.Root, to *object.Tree, canMove bool, changes object.Changes, links []string) ([]string, error) {
 	var moveErr error
 	if canMove {
-		links, moveErr = c.move(root, to, changes, links)
-		if moveErr == nil || errors.Is(moveErr, errRefusedPath) {
-			return links, moveErr
+		if links, moveErr = c.move(root, to, changes, links); moveErr == nil {
+			return links, nil
 		}
 	}
 	links = nil
@@ -163,11 +163,11 @@ func (c *checkout) move(root *os.Root, to *object.Tree, changes object.Changes, 
 		if _, err := root.Lstat(l); !errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		entry, err := to.FindEntry(l)
+		entry, err := c.entryAt(to, l)
 		if err != nil {
-			return nil, fmt.Errorf("find symlink %s: %w", l, err)
+			return nil, err
 		}
-		if err := c.writeEntry(root, l, *entry, nil); err != nil {
+		if err := c.writeEntry(root, l, entry, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -178,6 +178,27 @@ func (c *checkout) move(root *os.Root, to *object.Tree, changes object.Changes, 
 	return added, nil
 }
 
+// entryAt finds the entry at name in tree. (go-git's FindEntry checks
+// names by stricter rules than checkTreePath, which wrote the tree.)
+func (c *checkout) entryAt(tree *object.Tree, name string) (object.TreeEntry, error) {
+	parts := strings.Split(name, "/")
+	for i, part := range parts {
+		j := slices.IndexFunc(tree.Entries, func(e object.TreeEntry) bool { return e.Name == part })
+		if j < 0 {
+			return object.TreeEntry{}, fmt.Errorf("symlink %s is not in the commit", name)
+		}
+		entry := tree.Entries[j]
+		if i == len(parts)-1 {
+			return entry, nil
+		}
+		var err error
+		if tree, err = c.repo.TreeObject(entry.Hash); err != nil {
+			return object.TreeEntry{}, fmt.Errorf("read directory of symlink %s: %w", name, err)
+		}
+	}
+	return object.TreeEntry{}, fmt.Errorf("empty symlink path")
+}
+
 // writeEntry writes one file, symlink or submodule of the commit at name,
 // and adds name to links when it is a symlink. A submodule, whose commit
 // is not fetched, is an empty directory.
@@ -185,16 +206,16 @@ func (c *checkout) writeEntry(root *os.Root, name string, entry object.TreeEntry
 	if err := checkTreePath(name); err != nil {
 		return err
 	}
+	if !entry.Mode.IsFile() && entry.Mode != filemode.Submodule {
+		return nil // a directory comes with its files
+	}
 	if dir := path.Dir(name); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 	}
-	switch {
-	case entry.Mode == filemode.Submodule:
+	if entry.Mode == filemode.Submodule {
 		return root.MkdirAll(name, 0o755)
-	case !entry.Mode.IsFile():
-		return nil // a directory comes with its files
 	}
 	blob, err := c.repo.BlobObject(entry.Hash)
 	if err != nil {
@@ -246,28 +267,27 @@ func removeFile(root *os.Root, name string) error {
 	return nil
 }
 
-// errRefusedPath marks a path no valid commit holds.
-var errRefusedPath = errors.New("refused: git itself never writes such a path, so push a commit without it")
+// refused ends the error of a path checkTreePath refuses.
+const refused = "refused: ALUMIINI checks out no such path, so push a commit without it"
 
-// checkTreePath refuses a path that git itself would not write into a work
-// tree: one with a control character, one that is not local and clean, or
-// one with a .git component (in any of the spellings that some file
-// systems read as .git). go-git checks each name only in its TreeWalker,
+// checkTreePath refuses a path with a control character, one that is not
+// local and clean, or one with a .git component (also as .GIT, .git. or
+// git~1). go-git checks each name only in its TreeWalker and FindEntry,
 // not in the changes DiffTree lists. os.Root keeps every write inside the
 // tree anyway; this also keeps the list of symlinks (git/links) one name
 // per entry, and says which path was wrong.
 func checkTreePath(name string) error {
 	for i := 0; i < len(name); i++ {
 		if name[i] < 0x20 || name[i] == 0x7f {
-			return fmt.Errorf("the commit holds a path with a control character, %q: %w", name, errRefusedPath)
+			return fmt.Errorf("the commit holds a path with a control character, %q: %s", name, refused)
 		}
 	}
 	if !filepath.IsLocal(name) || path.Clean(name) != name {
-		return fmt.Errorf("the commit holds a path that leaves the repository, %q: %w", name, errRefusedPath)
+		return fmt.Errorf("the commit holds a path that leaves the repository, %q: %s", name, refused)
 	}
 	for _, part := range strings.Split(name, "/") {
 		if p := strings.ToLower(strings.TrimRight(part, ". ")); p == ".git" || p == "git~1" {
-			return fmt.Errorf("the commit holds a .git path, %q: %w", name, errRefusedPath)
+			return fmt.Errorf("the commit holds a .git path, %q: %s", name, refused)
 		}
 	}
 	return nil

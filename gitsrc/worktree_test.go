@@ -95,9 +95,19 @@ func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 			"future.yaml": "f: 1\n", "later.yaml": "-> future.yaml"},
 			[]string{"future.yaml"}, nil},
 	}
+	// A file no commit holds survives a move, not a rewrite: it shows
+	// that each step moved the tree.
+	marker := filepath.Join(res.Root, "untracked.marker")
+	if err := os.WriteFile(marker, []byte("m"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, step := range steps {
 		step.change()
 		res := mustFetch(t, f, req)
+		if _, err := os.Stat(marker); err != nil {
+			t.Fatalf("%s: the tree was written afresh, not moved: %v", step.name, err)
+		}
+		step.tree["untracked.marker"] = "m"
 		if got := treeOf(t, res.Root); !reflect.DeepEqual(got, step.tree) {
 			t.Errorf("%s: tree %v, want %v", step.name, got, step.tree)
 		}
@@ -112,10 +122,11 @@ func TestWorkTreeFollowsEveryKindOfChange(t *testing.T) {
 }
 
 // TestWorkTreeCutShortIsWrittenAfresh: a checkout that a crash cut short
-// (no synced commit recorded) or that an older version wrote (no list of
-// symlinks) is written afresh, so nothing stale or stray survives it.
+// (no synced commit recorded), that an older version wrote (no list of
+// symlinks, or one a line each) is written afresh, so nothing stale or
+// stray survives it.
 func TestWorkTreeCutShortIsWrittenAfresh(t *testing.T) {
-	for _, lost := range []string{"synced commit", "symlink list"} {
+	for _, lost := range []string{"synced commit", "symlink list", "symlink list a line each"} {
 		t.Run(lost, func(t *testing.T) {
 			srv := gitserver.New(t)
 			repo := srv.CreateRepo(t, "apps")
@@ -139,10 +150,13 @@ func TestWorkTreeCutShortIsWrittenAfresh(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if lost == "synced commit" {
+			switch lost {
+			case "synced commit":
 				err = co.repo.Storer.RemoveReference(syncedRef)
-			} else {
+			case "symlink list":
 				err = os.Remove(filepath.Join(co.git, "links"))
+			default:
+				err = os.WriteFile(filepath.Join(co.git, "links"), []byte("a.yaml\nb.yaml\n"), 0o600)
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -155,7 +169,7 @@ func TestWorkTreeCutShortIsWrittenAfresh(t *testing.T) {
 			// Without a synced commit nothing says what changed; with one,
 			// the trees still do.
 			wantPrev, wantChanged := "", []string(nil)
-			if lost == "symlink list" {
+			if lost != "synced commit" {
 				wantPrev, wantChanged = first, []string{"a.yaml"}
 			}
 			if res.Previous != wantPrev || !reflect.DeepEqual(res.ChangedPaths, wantChanged) {
@@ -236,10 +250,27 @@ func TestACommitWithAnEscapingPathIsRefused(t *testing.T) {
 	}
 }
 
+// TestASubmoduleIsAnEmptyDirectory: a submodule's commit is not fetched,
+// but its path exists, as go-git's checkout left it, so a spec.path that
+// names it is found (and empty).
+func TestASubmoduleIsAnEmptyDirectory(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.CreateRepo(t, "apps")
+	repo.CommitStrings("first", map[string]string{"a.yaml": "a: 1\n"})
+	pushCraftedCommit(t, repo, object.TreeEntry{Name: "a.yaml", Mode: filemode.Regular},
+		object.TreeEntry{Name: "vendor", Mode: filemode.Submodule, Hash: plumbing.NewHash("0123456789abcdef0123456789abcdef01234567")})
+	f := NewFetcher(t.TempDir())
+	req := Request{Key: "ns/apps", URL: repo.URL(), Ref: Ref{Branch: "main"}, Path: "vendor"}
+	res := mustFetch(t, f, req)
+	if entries, err := os.ReadDir(res.Dir); err != nil || len(entries) != 0 || filepath.Base(res.Dir) != "vendor" {
+		t.Fatalf("spec.path at a submodule: dir %s, entries %v, %v; want the empty vendor directory", res.Dir, entries, err)
+	}
+}
+
 // pushCraftedCommit makes a commit on main of repo whose root tree holds
-// entries as given (each a file reading "crafted"), written with go-git
-// straight into the server's repository, which lets it hold what git
-// itself refuses to write.
+// entries as given (those without a hash: files reading "crafted"),
+// written with go-git straight into the server's repository, which lets
+// it hold what git itself refuses to write.
 func pushCraftedCommit(t *testing.T, repo *gitserver.Repo, entries ...object.TreeEntry) {
 	t.Helper()
 	bare, err := git.PlainOpen(repo.BareDir())
@@ -248,7 +279,9 @@ func pushCraftedCommit(t *testing.T, repo *gitserver.Repo, entries ...object.Tre
 	}
 	blob := storeObject(t, bare, plumbing.BlobObject, []byte("crafted\n"))
 	for i := range entries {
-		entries[i].Hash = blob
+		if entries[i].Hash.IsZero() {
+			entries[i].Hash = blob
+		}
 	}
 	slices.SortFunc(entries, func(a, b object.TreeEntry) int { return strings.Compare(a.Name, b.Name) })
 	head, err := bare.Reference(plumbing.NewBranchReferenceName("main"), true)

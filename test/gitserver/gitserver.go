@@ -199,17 +199,22 @@ func (s *Server) Requests() []string {
 	return lines
 }
 
-// ServedSince returns the requests that arrived at or after from, in the
-// order they arrived. A client can see its answer before the server has
-// noted its time, so ServedSince waits up to a second for those still
-// being answered; any left then have a zero Took.
-func (s *Server) ServedSince(from time.Time) []Served {
+// servedSince returns the requests for paths under prefix that arrived at
+// or after from, in the order they arrived. A client can see its answer
+// before the server has noted its time, so it waits up to a second for
+// those still being answered; any left then have a zero Took.
+func (s *Server) servedSince(from time.Time, prefix string) []Served {
 	timeout := time.NewTimer(time.Second)
 	defer timeout.Stop()
 	for {
 		s.mu.Lock()
 		i := sort.Search(len(s.served), func(i int) bool { return !s.served[i].Start.Before(from) })
-		served := append([]Served(nil), s.served[i:]...)
+		var served []Served
+		for _, r := range s.served[i:] {
+			if _, path, _ := strings.Cut(r.Request, " "); strings.HasPrefix(path, prefix) {
+				served = append(served, r)
+			}
+		}
 		answered := s.answered
 		s.mu.Unlock()
 		if !slices.ContainsFunc(served, func(r Served) bool { return r.Took == 0 }) {
@@ -253,6 +258,12 @@ func (s *Server) CreateRepo(t testing.TB, name string) *Repo {
 
 // URL is the repository's clone URL over HTTP, without credentials.
 func (r *Repo) URL() string { return r.server.http.URL + "/" + r.name + ".git" }
+
+// ServedSince returns the requests for this repository that arrived at or
+// after from, in order, each with the time its answer took.
+func (r *Repo) ServedSince(from time.Time) []Served {
+	return r.server.servedSince(from, "/"+r.name+".git/")
+}
 
 // Server is the server that serves the repository.
 func (r *Repo) Server() *Server { return r.server }

@@ -67,7 +67,8 @@ func TestCloneWithGitCLIAndGoGit(t *testing.T) {
 }
 
 // TestServedSinceTimesEachRequest: the requests of a clone made after a
-// mark are returned, in order, each with the time its answer took.
+// mark are returned, in order, each with the time its answer took, and
+// another repository's are not.
 func TestServedSinceTimesEachRequest(t *testing.T) {
 	srv := New(t)
 	repo := srv.CreateRepo(t, "apps")
@@ -79,7 +80,12 @@ func TestServedSinceTimesEachRequest(t *testing.T) {
 	if _, err := git.PlainClone(filepath.Join(t.TempDir(), "after"), false, &git.CloneOptions{URL: repo.URL()}); err != nil {
 		t.Fatal(err)
 	}
-	served := srv.ServedSince(mark)
+	other := srv.CreateRepo(t, "other")
+	other.CommitStrings("first", map[string]string{"b.yaml": "kind: ConfigMap\n"})
+	if _, err := git.PlainClone(filepath.Join(t.TempDir(), "other"), false, &git.CloneOptions{URL: other.URL()}); err != nil {
+		t.Fatal(err)
+	}
+	served := repo.ServedSince(mark)
 	if len(served) != 2 || !strings.HasPrefix(served[0].Request, "GET ") || !strings.HasPrefix(served[1].Request, "POST ") {
 		t.Fatalf("served since the mark: %+v, want the second clone's GET info/refs and POST git-upload-pack", served)
 	}
@@ -88,8 +94,8 @@ func TestServedSinceTimesEachRequest(t *testing.T) {
 			t.Errorf("%s: start %v (mark %v), took %v: want after the mark, with a duration", r.Request, r.Start, mark, r.Took)
 		}
 	}
-	if all := len(srv.Requests()); all != 4 {
-		t.Errorf("%d requests in all, want 4 (two clones)", all)
+	if all := len(srv.Requests()); all != 6 {
+		t.Errorf("%d requests in all, want 6 (three clones)", all)
 	}
 }
 
