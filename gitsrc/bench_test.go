@@ -54,11 +54,7 @@ func BenchmarkPushedCommit(b *testing.B) {
 			b.Fatalf("fetch: %s, %v; want %s", res.Commit, err, sha)
 		}
 		b.StopTimer()
-		var longest time.Duration
-		for _, r := range repo.ServedSince(start) {
-			longest = max(longest, r.Took)
-		}
-		server += longest
+		server += gitserver.Longest(repo.ServedSince(start))
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(server.Microseconds())/1000/float64(i), "server-ms/op")

@@ -16,7 +16,7 @@ import (
 // dangling), so nothing that reads the manifest directory can be led out of
 // the checkout. The checkout lists the commit's symlinks, so no directory
 // walk is needed; root resolves each one without looking outside the tree.
-func (c *checkout) removeEscapingSymlinks(root *os.Root, links []string) error {
+func removeEscapingSymlinks(root *os.Root, links []string) error {
 	for _, name := range links {
 		if _, err := root.Stat(name); err == nil {
 			continue
@@ -28,10 +28,9 @@ func (c *checkout) removeEscapingSymlinks(root *os.Root, links []string) error {
 	return nil
 }
 
-// droppedLinks lists the symlinks under path that removeEscapingSymlinks
-// deleted: those the commit holds but the work tree no longer does.
-func (c *checkout) droppedLinks(path string) []string {
-	links, _ := c.links()
+// droppedLinks lists the symlinks of the commit (links) under path that
+// removeEscapingSymlinks deleted: those the work tree no longer holds.
+func (c *checkout) droppedLinks(path string, links []string) []string {
 	prefix := filepath.ToSlash(filepath.Clean(path)) + "/"
 	var out []string
 	for _, name := range links {
@@ -47,14 +46,15 @@ func (c *checkout) droppedLinks(path string) []string {
 
 // manifestDir resolves spec.path (already known to be local) inside the
 // work tree of commit.
-func (c *checkout) manifestDir(path string, commit plumbing.Hash) (string, error) {
+// links are the commit's symlinks, which say why a path is missing.
+func (c *checkout) manifestDir(path string, commit plumbing.Hash, links []string) (string, error) {
 	if path == "" {
 		return c.tree, nil
 	}
 	dir, err := filepath.EvalSymlinks(filepath.Join(c.tree, filepath.FromSlash(path)))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if link := c.removedSymlinkOn(path); link != "" {
+		if link := removedSymlinkOn(path, links); link != "" {
 			return "", fmt.Errorf("spec.path %q goes through symlink %q, which leads outside the repository and is not followed", path, link)
 		}
 		return "", fmt.Errorf("spec.path %q does not exist in commit %s: check spec.path", path, commit)
@@ -69,10 +69,10 @@ func (c *checkout) manifestDir(path string, commit plumbing.Hash) (string, error
 	return dir, nil
 }
 
-// removedSymlinkOn names the symlink on path that removeEscapingSymlinks
-// deleted, if any; only used to explain a missing path.
-func (c *checkout) removedSymlinkOn(path string) string {
-	links, _ := c.links()
+// removedSymlinkOn names the symlink among links on path (which is
+// missing: removeEscapingSymlinks deleted it); only used to explain a
+// missing path.
+func removedSymlinkOn(path string, links []string) string {
 	path = filepath.ToSlash(filepath.Clean(path))
 	for _, name := range links {
 		if path == name || strings.HasPrefix(path, name+"/") {

@@ -543,15 +543,16 @@ func (f *Fetcher) checkOut(ctx context.Context, src *source, req Request, dir st
 	if !prev.IsZero() {
 		res.Previous = prev.String()
 	}
-	if !res.Unchanged {
-		if res.ChangedPaths, err = co.checkout(got); err != nil {
-			return Result{}, fmt.Errorf("check out %s of %s: %w", got, src.display, err)
-		}
+	var links []string
+	if res.Unchanged {
+		links, _ = co.links()
+	} else if res.ChangedPaths, links, err = co.checkout(got); err != nil {
+		return Result{}, fmt.Errorf("check out %s of %s: %w", got, src.display, err)
 	}
-	if res.Dir, err = co.manifestDir(req.Path, got); err != nil {
+	if res.Dir, err = co.manifestDir(req.Path, got, links); err != nil {
 		return Result{}, err
 	}
-	res.DroppedLinks = co.droppedLinks(req.Path)
+	res.DroppedLinks = co.droppedLinks(req.Path, links)
 	return res, nil
 }
 

@@ -34,11 +34,12 @@ import (
 // checkout makes tree/ hold commit h, removes the symlinks that lead out
 // of it, and only then records h as synced. It returns the paths that
 // differ from the commit synced before (both sides of a rename), or nil
-// when there was none, or it can no longer be read.
-func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
+// when there was none, or it can no longer be read; and the commit's
+// symlinks.
+func (c *checkout) checkout(h plumbing.Hash) (changed, links []string, err error) {
 	to, err := c.commitTree(h)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	prev := c.synced()
 	links, listed := c.links()
@@ -55,29 +56,29 @@ func (c *checkout) checkout(h plumbing.Hash) ([]string, error) {
 	// Forget the synced commit first: a move cut short by a crash of the
 	// process leaves none, and the next checkout writes the tree afresh.
 	if err := c.repo.Storer.RemoveReference(syncedRef); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	root, err := os.OpenRoot(c.tree)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer root.Close()
 	if links, err = c.write(root, to, compared && listed, changes, links); err != nil {
-		return nil, fmt.Errorf("write the work tree of %s: %w", h, err)
+		return nil, nil, fmt.Errorf("write the work tree of %s: %w", h, err)
 	}
 	if err := c.setLinks(links); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := c.removeEscapingSymlinks(root, links); err != nil {
-		return nil, err
+	if err := removeEscapingSymlinks(root, links); err != nil {
+		return nil, nil, err
 	}
 	if err := c.repo.Storer.SetReference(plumbing.NewHashReference(syncedRef, h)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !compared {
-		return nil, nil
+	if compared {
+		changed = changedPaths(changes)
 	}
-	return changedPaths(changes), nil
+	return changed, links, nil
 }
 
 // write moves the work tree by changes when canMove, and otherwise, or
@@ -91,12 +92,9 @@ func (c *checkout) write(root *os.Root, to *object.Tree, canMove bool, changes o
 		}
 	}
 	links = nil
-	if err := c.emptyTree(); err != nil {
+	if err := emptyTree(root); err != nil {
 		return nil, errors.Join(moveErr, err)
 	}
-	// A work tree written by an older version came with go-git's index,
-	// which nothing reads any more.
-	_ = os.Remove(filepath.Join(c.git, "index"))
 	if err := c.writeTree(root, to, "", &links); err != nil {
 		return nil, errors.Join(moveErr, err)
 	}
@@ -294,13 +292,13 @@ func checkTreePath(name string) error {
 }
 
 // emptyTree removes everything from the work tree.
-func (c *checkout) emptyTree() error {
-	entries, err := os.ReadDir(c.tree)
+func emptyTree(root *os.Root) error {
+	entries, err := fs.ReadDir(root.FS(), ".")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(c.tree, e.Name())); err != nil {
+		if err := root.RemoveAll(e.Name()); err != nil {
 			return err
 		}
 	}

@@ -65,8 +65,8 @@ func BenchmarkWebhookToApplied(b *testing.B) {
 	b.StopTimer()
 	b.Logf("where a push's time went, mean ms per pipeline step: %s", formatSteps(steps()))
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(ms(took[len(took)/2]), "p50-ms")
+	b.ReportMetric(ms(took[(len(took)*99)/100]), "p99-ms")
 }
 
 // formatSteps lists step means, largest first, rounded to 0.1 ms.

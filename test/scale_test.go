@@ -473,7 +473,7 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 		applied = append(applied, time.Since(start))
 		busy, wait, wall := readMachineCPU(b).since(machine)
 		p.PushFetchMs = append(p.PushFetchMs, fetched())
-		p.PushGitServerMs = append(p.PushGitServerMs, longestServed(hot.ServedSince(start)))
+		p.PushGitServerMs = append(p.PushGitServerMs, ms(gitserver.Longest(hot.ServedSince(start))))
 		p.PushBusyCores = append(p.PushBusyCores, busy/wall)
 		p.PushCPUWaitMs = append(p.PushCPUWaitMs, wait)
 	}
@@ -484,21 +484,11 @@ func measurePushes(b *testing.B, cfg scaleConfig, ctrl *proc, ns string, hot *gi
 	p.PushGCs = ctrl.metricValue(b, "go_gc_duration_seconds_count") - gcs
 	p.PushAllocKiB = (ctrl.metricValue(b, "go_memstats_alloc_bytes_total") - allocs) / 1024 / float64(cfg.pushes)
 	for _, d := range applied {
-		p.PushMs = append(p.PushMs, float64(d.Microseconds())/1000)
+		p.PushMs = append(p.PushMs, ms(d))
 	}
 }
 
-// longestServed is the longest time the git server took over one of the
-// requests in served: a fetch's GET of the refs and its POST for the pack
-// run side by side.
-func longestServed(served []gitserver.Served) float64 {
-	longest := 0.0
-	for _, r := range served {
-		longest = max(longest, ms(r.Took))
-	}
-	return longest
-}
-
+// ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // machineCPU is what the whole machine's CPUs did, read from /proc: the
@@ -529,7 +519,7 @@ func readMachineCPU(b *testing.B) machineCPU {
 		if err != nil {
 			b.Fatalf("/proc/stat: %v", err)
 		}
-		m.busyMs += v * 10 // USER_HZ is 100
+		m.busyMs += 1000 * v / clockTicks
 	}
 	// Pressure stall information may be missing (older kernels, some
 	// sandboxes): the wait is then reported as zero.
@@ -589,7 +579,7 @@ func quantileMs(ds []time.Duration, q float64) float64 {
 	if i >= len(s) {
 		i = len(s) - 1
 	}
-	return float64(s[i].Microseconds()) / 1000
+	return ms(s[i])
 }
 
 // controlPlanePIDs finds the kube-apiserver and etcd that this test process
@@ -640,9 +630,10 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 	// utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	const clockTicks = 100 // USER_HZ on Linux
 	return (utime + stime) / clockTicks
 }
+
+const clockTicks = 100 // USER_HZ on Linux: the unit of /proc's CPU times
 
 // apiCall is one series of the API server's apiserver_request_total.
 type apiCall struct{ verb, resource, subresource, dryRun string }

@@ -265,6 +265,16 @@ func (r *Repo) ServedSince(from time.Time) []Served {
 	return r.server.servedSince(from, "/"+r.name+".git/")
 }
 
+// Longest is the longest time one of served took: a fetch's ref listing
+// and its pack request run side by side, so it is the server's share.
+func Longest(served []Served) time.Duration {
+	var longest time.Duration
+	for _, r := range served {
+		longest = max(longest, r.Took)
+	}
+	return longest
+}
+
 // Server is the server that serves the repository.
 func (r *Repo) Server() *Server { return r.server }
 
